@@ -1,0 +1,83 @@
+"""Leads and the contacts found for them, with provenance (which provider call, cached or not)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class Lead(models.Model):
+    lead_id = models.CharField(primary_key=True, max_length=64)
+    first_name = models.TextField(blank=True, default="")
+    last_name = models.TextField(blank=True, default="")
+    street = models.TextField(blank=True, default="")
+    city = models.TextField(blank=True, default="")
+    state = models.CharField(max_length=32, blank=True, default="")
+    zip = models.CharField(max_length=16, blank=True, default="")
+    address = models.TextField(blank=True, default="")  # display: "4410 Oak Hollow Dr, Tampa, FL 33610"
+    owner = models.TextField(blank=True, default="")  # display: person or entity name
+    is_entity = models.BooleanField(default=False)
+    signature = models.CharField(max_length=64, blank=True, default="")
+    # provenance of the current contacts
+    source = models.CharField(max_length=32, blank=True, default="")
+    cached = models.BooleanField(default=False)
+    stale = models.BooleanField(default=False)
+    matched = models.BooleanField(null=True, blank=True)
+    provider_call = models.ForeignKey(
+        "skiptrace.ProviderCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_id = models.CharField(max_length=64, null=True, blank=True)
+    contacts_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "leads"
+        ordering = ["lead_id"]
+
+    def __str__(self) -> str:
+        return self.lead_id
+
+
+class Phone(models.Model):
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="phones")
+    number = models.CharField(max_length=16)  # E.164, +1XXXXXXXXXX
+    type = models.CharField(max_length=16, default="Unknown")
+    is_dnc = models.BooleanField(default=False)
+    is_tcpa = models.BooleanField(default=False)
+    confidence = models.IntegerField(null=True, blank=True)
+    source = models.CharField(max_length=32, default="batchdata")
+    provider_call = models.ForeignKey(
+        "skiptrace.ProviderCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    position = models.IntegerField(default=0)
+
+    class Meta:
+        db_table = "lead_phones"
+        ordering = ["lead_id", "position"]
+
+    def __str__(self) -> str:
+        return f"phone of {self.lead_id}"
+
+    @property
+    def callable(self) -> bool:
+        return not (self.is_dnc or self.is_tcpa)
+
+
+class Email(models.Model):
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="emails")
+    address = models.CharField(max_length=320)
+    is_primary = models.BooleanField(default=False)
+    confidence = models.IntegerField(null=True, blank=True)
+    source = models.CharField(max_length=32, default="batchdata")
+    provider_call = models.ForeignKey(
+        "skiptrace.ProviderCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    position = models.IntegerField(default=0)
+
+    class Meta:
+        db_table = "lead_emails"
+        ordering = ["lead_id", "position"]
+
+    def __str__(self) -> str:
+        return f"email of {self.lead_id}"

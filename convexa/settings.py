@@ -1,0 +1,169 @@
+"""Django settings. Every value comes from convexa.env (the one reader of the environment)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+
+from convexa import env as E
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A .env file beside manage.py is read when present; real environment variables win.
+if (BASE_DIR / ".env").exists() and not os.environ.get("CONVEXA_IGNORE_DOTENV"):
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = E.boolean("DJANGO_DEBUG", False)
+
+# --- database ---------------------------------------------------------------------------------
+SQLITE_DB_PATH = Path(E.text("SQLITE_DB_PATH", "data/convexa.db"))
+if not SQLITE_DB_PATH.is_absolute():
+    SQLITE_DB_PATH = BASE_DIR / SQLITE_DB_PATH
+SQLITE_BUSY_TIMEOUT_MS = E.integer("SQLITE_BUSY_TIMEOUT_MS", 5000, minimum=0, maximum=600_000)
+_pg = E.database("DATABASE_URL")
+if _pg is not None:
+    _pg.setdefault("CONN_MAX_AGE", 0)
+    _pg.setdefault("OPTIONS", {})
+    DATABASES = {"default": _pg}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(SQLITE_DB_PATH),
+            "OPTIONS": {
+                # IMMEDIATE: a transaction takes the write lock when it begins, so two writers queue
+                # on the busy timeout instead of one failing with "database is locked" on upgrade.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;"
+                    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS};"
+                    "PRAGMA synchronous=NORMAL;"
+                    "PRAGMA foreign_keys=ON;"
+                ),
+            },
+            # Tests use a real file (not :memory:) so threads and worker subprocesses share it, in WAL.
+            "TEST": {"NAME": os.environ.get("CONVEXA_TEST_SQLITE_PATH") or str(SQLITE_DB_PATH.parent / "test_convexa.db")},
+        }
+    }
+DATA_DIR = SQLITE_DB_PATH.parent
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SECRET_KEY = E.secret_key("DJANGO_SECRET_KEY", debug=DEBUG, data_dir=DATA_DIR)
+ALLOWED_HOSTS = [h.strip() for h in E.text("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+
+# --- the product's keys (CONTRACT.md, "Configuration") -------------------------------------------
+PORT = E.integer("PORT", 6001, minimum=1, maximum=65535)
+BATCHDATA_BASE_URL = E.url("BATCHDATA_BASE_URL", "https://api.batchdata.com")
+BATCHDATA_SKIPTRACE_PATH = E.text("BATCHDATA_SKIPTRACE_PATH", "/api/v1/property/skip-trace")
+if not BATCHDATA_SKIPTRACE_PATH.startswith("/"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"BATCHDATA_SKIPTRACE_PATH={BATCHDATA_SKIPTRACE_PATH!r} is not valid: must start with /")
+BATCHDATA_AUTH_STYLE = E.choice("BATCHDATA_AUTH_STYLE", "bearer", ("bearer", "x-api-key"))
+BATCHDATA_API_TOKEN = E.optional_text("BATCHDATA_API_TOKEN")
+PROVIDER_TIMEOUT_S = E.number("PROVIDER_TIMEOUT_S", 30.0, minimum=0, exclusive_minimum=True, maximum=600)
+SKIP_TRACE_BATCH_SIZE = E.integer("SKIP_TRACE_BATCH_SIZE", 100, minimum=1, maximum=100)
+SKIP_TRACE_RPS = E.number("SKIP_TRACE_RPS", 4.0, minimum=0, exclusive_minimum=True, maximum=1000)
+SKIP_TRACE_CONCURRENCY = E.integer("SKIP_TRACE_CONCURRENCY", 6, minimum=1, maximum=64)
+SKIP_TRACE_COST_PER_MATCH_CENTS = E.money_cents("SKIP_TRACE_COST_PER_MATCH_USD", "0.07")
+SKIP_TRACE_DAILY_BUDGET_CENTS = E.money_cents("SKIP_TRACE_DAILY_BUDGET_USD", "200.00")
+SKIP_TRACE_BUDGET_TZ = E.timezone("SKIP_TRACE_BUDGET_TZ", "UTC")
+SKIP_TRACE_MAX_ATTEMPTS = E.integer("SKIP_TRACE_MAX_ATTEMPTS", 5, minimum=1, maximum=50)
+CIRCUIT_BREAKER_ERROR_RATE = E.number("CIRCUIT_BREAKER_ERROR_RATE", 0.30, minimum=0, exclusive_minimum=True, maximum=1)
+CIRCUIT_MIN_SAMPLES = E.integer("CIRCUIT_MIN_SAMPLES", 30, minimum=1, maximum=10_000)
+CIRCUIT_PROBE_INTERVAL_S = E.number("CIRCUIT_PROBE_INTERVAL_S", 60.0, minimum=0, exclusive_minimum=True, maximum=86_400)
+CACHE_TTL_DAYS = E.number("CACHE_TTL_DAYS", 7.0, minimum=0, exclusive_minimum=True, maximum=3650)
+L1_CACHE_TTL_S = 600
+SANITIZED_RETRY_ENABLED = E.boolean("SANITIZED_RETRY_ENABLED", True)
+ADMIN_TOKEN = E.optional_text("ADMIN_TOKEN")
+ARTIFACT_URL_TTL_S = E.integer("ARTIFACT_URL_TTL_S", 3600, minimum=1, maximum=30 * 86_400)
+RUN_REPORTS_DIR = Path(E.text("RUN_REPORTS_DIR", "run_reports"))
+if not RUN_REPORTS_DIR.is_absolute():
+    RUN_REPORTS_DIR = BASE_DIR / RUN_REPORTS_DIR
+MAX_REQUEST_BYTES = 50 * 1024 * 1024
+MAX_LEADS_PER_REQUEST = 100_000
+
+# --- Django ----------------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "skiptrace",
+    "contacts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "skiptrace.middleware.ApiErrorMiddleware",
+]
+
+ROOT_URLCONF = "convexa.urls"
+WSGI_APPLICATION = "convexa.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "data" / "static"
+
+# The API takes up to 50 MB of JSON; Django's own 2.5 MB guard would answer those with a 400 page.
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LOG_LEVEL = E.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "skiptrace.logs.RedactFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL.upper()},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from skiptrace.api import error
+
+
+def api_not_found(request, rest=""):  # noqa: ANN001 - Django view signature
+    return error("NotFound", 404, f"no such route: {request.path}")
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include("skiptrace.urls")),
+    path("api/<path:rest>", api_not_found),
+]

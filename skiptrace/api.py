@@ -1,0 +1,88 @@
+"""JSON API plumbing (after healthchecks' hc/api/decorators.py): one error() helper, one @api_auth.
+
+Every ``/api/*`` answer is JSON; errors are ``{"error": Code, "detail": "...", **fields}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+View = Callable[..., HttpResponse]
+
+
+def error(code: str, status: int, detail: str = "", **fields: Any) -> JsonResponse:
+    body: dict[str, Any] = {"error": code, "detail": detail or code}
+    body.update(fields)
+    response = JsonResponse(body, status=status)
+    if "retry_after" in fields and fields["retry_after"] is not None:
+        response["Retry-After"] = str(max(0, int(fields["retry_after"])))
+    return response
+
+
+def token_ok(header: str | None) -> bool:
+    """Constant-time check of ``Authorization: Bearer <ADMIN_TOKEN>``; no token configured = closed."""
+    expected = settings.ADMIN_TOKEN
+    if not expected or not header:
+        return False
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(presented.strip().encode(), expected.encode())
+
+
+class BadJson(ValueError):
+    pass
+
+
+def api_auth(methods: tuple[str, ...] = ("GET",), *, json_body: bool = False) -> Callable[[View], View]:
+    """Checks the method and bearer token, and parses a JSON body into ``request.json`` once."""
+
+    def decorator(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = error("MethodNotAllowed", 405, f"use {' or '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            if not token_ok(request.headers.get("Authorization")):
+                if not settings.ADMIN_TOKEN:
+                    return error("Unauthorized", 401, "the API is closed: ADMIN_TOKEN is not set on the server")
+                return error("Unauthorized", 401, "missing or wrong bearer token")
+            if json_body:
+                try:
+                    request.json = parse_json_body(request)  # type: ignore[attr-defined]
+                except BadJson as exc:
+                    return error("ValidationError", 400, str(exc), fields={"body": str(exc)})
+            return view(request, *args, **kwargs)
+
+        wrapper.csrf_exempt = True  # type: ignore[attr-defined]  # bearer-token API, no cookies
+        return wrapper
+
+    return decorator
+
+
+def parse_json_body(request: HttpRequest) -> Any:
+    length = int(request.headers.get("Content-Length") or 0)
+    if length > settings.MAX_REQUEST_BYTES:
+        raise PayloadTooLarge(f"body is {length} bytes; the limit is {settings.MAX_REQUEST_BYTES}")
+    raw = request.body
+    if not raw:
+        raise BadJson("body must be a JSON object")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadJson(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadJson("body must be a JSON object")
+    return data
+
+
+class PayloadTooLarge(Exception):
+    pass

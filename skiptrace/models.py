@@ -1,0 +1,230 @@
+"""The spec's four tables (same table and column names) plus the columns the money invariants need.
+
+- ``provider_calls``: one row per lead per provider HTTP request. Reserved (committed) before the
+  request is sent, so after any crash "requests that reached the provider <= rows". The unique
+  ``(provider, idempotency_key)`` is the single-flight lock: see ``skiptrace.service``.
+- ``skiptrace_cache``: L2 cache, one entry per normalized input (primary or sanitized signature).
+- ``skiptrace_runs`` / ``skiptrace_run_items``: the queue and the run lifecycle.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class CallState(models.TextChoices):
+    RESERVED = "reserved"
+    SENT = "sent"
+    COMPLETED = "completed"
+    ERRORED = "errored"
+    LOST = "lost"
+
+
+FINAL_CALL_STATES = (CallState.COMPLETED, CallState.ERRORED, CallState.LOST)
+OPEN_CALL_STATES = (CallState.RESERVED, CallState.SENT)
+
+
+class ItemStatus(models.TextChoices):
+    QUEUED = "queued"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class AttemptReason(models.TextChoices):
+    PRIMARY = "primary"
+    ADDRESS_SANITIZED = "address_sanitized"
+
+
+class Run(models.Model):
+    run_id = models.CharField(primary_key=True, max_length=64)
+    source_label = models.TextField(null=True, blank=True)
+    total = models.IntegerField(null=True, default=0)
+    queued = models.IntegerField(null=True, default=0)
+    in_flight = models.IntegerField(null=True, default=0)
+    done = models.IntegerField(null=True, default=0)
+    failed = models.IntegerField(null=True, default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    soft_paused = models.BooleanField(default=False)
+    reason = models.TextField(null=True, blank=True)
+    # --- beyond the spec ---
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    policy_force = models.BooleanField(default=False)
+    policy_fallback = models.BooleanField(default=False)
+    policy_retry_sanitized = models.BooleanField(default=True)
+    override_budget = models.BooleanField(default=False)
+    paused_by_operator = models.BooleanField(default=False)
+    cache_hits = models.IntegerField(default=0)
+    provider_served = models.IntegerField(default=0)  # items whose answer came from a fresh call
+    cost_cents = models.IntegerField(default=0)
+    report_written_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "skiptrace_runs"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.run_id
+
+    @property
+    def state(self) -> str:
+        """``queued`` | ``running`` | ``paused`` | ``finished`` (the contract's run states)."""
+        if self.finished_at is not None:
+            return "finished"
+        if self.paused_by_operator or (self.soft_paused and not self.override_budget) or self.reason in (
+            "circuit_open",
+            "provider_not_configured",
+        ):
+            return "paused"
+        if self.started_at is not None:
+            return "running"
+        return "queued"
+
+
+class ProviderCall(models.Model):
+    provider = models.CharField(max_length=32)
+    idempotency_key = models.CharField(max_length=64)
+    lead_id = models.CharField(max_length=64)
+    run_id = models.CharField(max_length=64, null=True, blank=True, db_index=True)
+    request_json = models.TextField()
+    response_json = models.TextField(null=True, blank=True)
+    payload_hash = models.CharField(max_length=64, null=True, blank=True)
+    status_code = models.IntegerField(null=True, blank=True)
+    cost_cents = models.IntegerField(default=0)
+    error_text = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # --- beyond the spec ---
+    state = models.CharField(max_length=16, choices=CallState.choices, default=CallState.RESERVED)
+    signature = models.CharField(max_length=64, db_index=True)
+    generation = models.IntegerField(default=0)
+    batch_id = models.CharField(max_length=32, db_index=True)
+    item_id = models.BigIntegerField(null=True, blank=True)
+    estimate_cents = models.IntegerField(default=0)
+    budget_day = models.DateField()
+    attempt_reason = models.CharField(max_length=32, default=AttemptReason.PRIMARY)
+    label = models.CharField(max_length=64, blank=True, default="")
+    predecessor = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    matched = models.BooleanField(null=True, blank=True)
+    match_count = models.IntegerField(null=True, blank=True)
+    parsed_contacts_json = models.TextField(null=True, blank=True)
+    provider_request_id = models.CharField(max_length=128, null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "provider_calls"
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "idempotency_key"], name="ux_provider_idem"),
+        ]
+        indexes = [
+            models.Index(fields=["state", "lease_until"], name="ix_calls_state_lease"),
+            models.Index(fields=["budget_day", "state"], name="ix_calls_budget_day"),
+            models.Index(fields=["-created_at"], name="ix_calls_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"call {self.pk} ({self.state})"
+
+
+class CacheEntry(models.Model):
+    provider = models.CharField(max_length=32)
+    idempotency_key = models.CharField(max_length=64)  # sha256(signature): generation 0's key
+    payload_hash = models.CharField(max_length=64)
+    response_json = models.TextField()
+    parsed_contacts_json = models.TextField()
+    ttl_expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    # --- beyond the spec ---
+    signature = models.CharField(max_length=64)
+    provider_call = models.ForeignKey(ProviderCall, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        db_table = "skiptrace_cache"
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "idempotency_key"], name="ux_cache_key"),
+        ]
+        verbose_name_plural = "cache entries"
+
+
+class RunItem(models.Model):
+    run = models.ForeignKey(Run, db_column="run_id", on_delete=models.CASCADE, related_name="items")
+    lead_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=ItemStatus.choices, default=ItemStatus.QUEUED)
+    attempt = models.IntegerField(default=0)
+    idem_key = models.CharField(max_length=64)
+    normalized_address = models.TextField(null=True, blank=True)
+    normalized_person = models.TextField(null=True, blank=True)
+    last_error = models.TextField(null=True, blank=True)
+    # --- beyond the spec ---
+    position = models.IntegerField(default=0)
+    signature = models.CharField(max_length=64, blank=True, default="")
+    sanitized_signature = models.CharField(max_length=64, blank=True, default="")
+    has_unit = models.BooleanField(default=False)
+    # the normalized request fields sent to the provider
+    street = models.TextField(blank=True, default="")
+    street_sanitized = models.TextField(blank=True, default="")
+    city = models.TextField(blank=True, default="")
+    state = models.CharField(max_length=8, blank=True, default="")
+    zip = models.CharField(max_length=10, blank=True, default="")
+    first = models.TextField(blank=True, default="")
+    last = models.TextField(blank=True, default="")
+    # what ops saw in the file, for the dialer CSV
+    address_display = models.TextField(blank=True, default="")
+    owner_display = models.TextField(blank=True, default="")
+    attempt_reason = models.CharField(max_length=32, default=AttemptReason.PRIMARY)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    resend_allowed = models.BooleanField(default=False)  # set by an explicit resume of a lost call
+    cached = models.BooleanField(default=False)
+    stale = models.BooleanField(default=False)
+    provider_call = models.ForeignKey(
+        ProviderCall, null=True, blank=True, on_delete=models.SET_NULL, related_name="served_items"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "skiptrace_run_items"
+        indexes = [
+            models.Index(fields=["run"], name="ix_run_items_run"),
+            models.Index(fields=["run", "status"], name="ix_run_items_run_status"),
+            models.Index(fields=["status", "not_before"], name="ix_run_items_claim"),
+            models.Index(fields=["lead_id"], name="ix_run_items_lead"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["queued", "in_flight", "done", "failed"]),
+                name="ck_run_items_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}/{self.lead_id}"
+
+    @property
+    def active_signature(self) -> str:
+        """The signature this attempt asks about: the sanitized one on the retry without units."""
+        return self.sanitized_signature if self.attempt_reason == AttemptReason.ADDRESS_SANITIZED else self.signature
+
+
+class GuardState(models.Model):
+    """Fleet-wide guard rows (one per name): the circuit breaker and the budget-day mutex.
+
+    Shared state lives in the database because it is the one thing every worker on every host
+    already shares; a row lock on ``name='budget'`` serializes budget reservations on PostgreSQL
+    (SQLite serializes every write transaction anyway).
+    """
+
+    name = models.CharField(primary_key=True, max_length=32)
+    state = models.CharField(max_length=16, default="closed")
+    opened_at = models.DateTimeField(null=True, blank=True)
+    next_probe_at = models.DateTimeField(null=True, blank=True)
+    probe_owner = models.CharField(max_length=64, blank=True, default="")
+    probe_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "skiptrace_guards"
