@@ -1,7 +1,22 @@
 from django.apps import AppConfig
 
 
+def _write_artifacts(run_id: str) -> None:
+    from skiptrace import reports
+    from skiptrace.models import Run
+
+    run = Run.objects.filter(run_id=run_id).first()
+    if run is not None:
+        reports.write_run_artifacts(run)
+
+
 class SkiptraceConfig(AppConfig):
     name = "skiptrace"
     verbose_name = "Skip-trace"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from skiptrace import service
+
+        # The worker that settles a run's last item writes report.json and enriched.csv at once.
+        service.on_run_finished(_write_artifacts)

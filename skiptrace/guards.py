@@ -1,12 +1,350 @@
-"""Guards on the money path: provider readiness, budget, circuit breaker (fleet-wide, in the DB)."""
+"""Guards on the money path, each shared by every worker process on every host.
+
+- **budget**: today's spend is ``SUM(provider_calls.cost_cents)`` of the day plus the worst-case
+  estimate of calls still open. The sum is the truth (every cent traceable to a call row); a row
+  lock on ``skiptrace_guards(name='budget')`` serializes reservations on PostgreSQL, and SQLite's
+  IMMEDIATE transactions serialize them anyway.
+- **circuit breaker**: closed -> open -> half-open, its state in ``skiptrace_guards(name='breaker')``,
+  the error rate computed over the last ``CIRCUIT_MIN_SAMPLES`` finished provider requests.
+- **concurrency gate**: provider requests in flight = distinct ``batch_id`` of calls in state
+  ``sent`` with a live lease, checked and taken under the same lock, fleet-wide.
+- **rate limit**: pyrate-limiter 4 (SQLite bucket with its file lock on one host, Postgres
+  bucket on PostgreSQL), one permit per provider HTTP request.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import logging
+import random
+import threading
+import time
+import zoneinfo
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+log = logging.getLogger("convexa.guards")
+
+Clock = Callable[[], dt.datetime]
+
+# --- budget --------------------------------------------------------------------------------------
+
+
+def budget_day(now: dt.datetime) -> dt.date:
+    """The calendar day (in SKIP_TRACE_BUDGET_TZ) whose cap a call counts against."""
+    return now.astimezone(zoneinfo.ZoneInfo(settings.SKIP_TRACE_BUDGET_TZ)).date()
+
+
+def seconds_to_next_budget_day(now: dt.datetime) -> int:
+    tz = zoneinfo.ZoneInfo(settings.SKIP_TRACE_BUDGET_TZ)
+    local = now.astimezone(tz)
+    tomorrow = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
+    return max(1, int((tomorrow - local).total_seconds()) + 1)
+
+
+def budget_spent_cents(day: dt.date) -> int:
+    """Spend of a budget day: actual cost of settled calls plus the estimate of open ones."""
+    from skiptrace.models import OPEN_CALL_STATES, ProviderCall
+
+    calls = ProviderCall.objects.filter(budget_day=day)
+    settled = calls.exclude(state__in=OPEN_CALL_STATES).aggregate(s=Sum("cost_cents"))["s"] or 0
+    open_ = calls.filter(state__in=OPEN_CALL_STATES).aggregate(s=Sum("estimate_cents"))["s"] or 0
+    return settled + open_
+
+
+def budget_spent_cents_today(now: dt.datetime | None = None) -> int:
+    return budget_spent_cents(budget_day(now or timezone.now()))
+
+
+def _lock_row(name: str) -> None:
+    """Serialize a check-then-act across processes: a row lock on PostgreSQL (SQLite is serial)."""
+    from skiptrace.models import GuardState
+
+    if connection.vendor == "postgresql":
+        GuardState.objects.get_or_create(name=name)
+        GuardState.objects.select_for_update().get(name=name)
+
+
+def budget_fit(n_calls: int, *, now: dt.datetime) -> int:
+    """How many of ``n_calls`` new calls today's budget pays for if every record matches.
+
+    Must run inside the transaction that inserts those calls (it takes the budget lock), so the
+    check and the reservation are one atomic step for the whole fleet.
+    """
+    if n_calls <= 0:
+        return 0
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    if price <= 0:
+        return n_calls
+    _lock_row("budget")
+    remaining = settings.SKIP_TRACE_DAILY_BUDGET_CENTS - budget_spent_cents(budget_day(now))
+    return max(0, min(n_calls, remaining // price))
+
+
+def budget_exhausted(now: dt.datetime) -> bool:
+    """No new call fits today (what makes new runs and single-lead calls answer 429)."""
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    if price <= 0:
+        return False
+    return settings.SKIP_TRACE_DAILY_BUDGET_CENTS - budget_spent_cents(budget_day(now)) < price
+
+
+def budget_unpause(now: dt.datetime) -> int:
+    """A new budget day (or a raised cap) lets runs paused for the budget go on by themselves."""
+    from skiptrace.models import Run
+
+    if budget_exhausted(now):
+        return 0
+    resumed = Run.objects.filter(soft_paused=True, reason="daily_budget", finished_at__isnull=True).update(
+        soft_paused=False, reason=None
+    )
+    if resumed:
+        log.info("budget has room again: %d paused runs resume", resumed)
+    return resumed
+
+
+# --- circuit breaker -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BreakerDecision:
+    allowed: bool
+    state: str
+    retry_after: float = 0.0
+    probe: bool = False
+
+
+def _breaker_row():
+    from skiptrace.models import GuardState
+
+    row, _ = GuardState.objects.get_or_create(name="breaker")
+    return row
+
+
+def breaker_state(now: dt.datetime | None = None) -> str:
+    """``closed`` | ``open`` | ``half_open`` (open whose probe time has come)."""
+    from skiptrace.models import GuardState
+
+    row = GuardState.objects.filter(name="breaker").first()
+    if row is None or row.state == "closed":
+        return "closed"
+    now = now or timezone.now()
+    if row.next_probe_at is not None and row.next_probe_at <= now:
+        return "half_open"
+    return "open"
+
+
+def breaker_check(now: dt.datetime) -> BreakerDecision:
+    """May a provider request go now? Closed: yes. Open: no, until the probe time, when exactly
+    one request fleet-wide wins the probe (a conditional update moves ``next_probe_at`` forward)."""
+    from skiptrace.models import GuardState
+
+    row = GuardState.objects.filter(name="breaker").first()
+    if row is None or row.state == "closed":
+        return BreakerDecision(True, "closed")
+    interval = settings.CIRCUIT_PROBE_INTERVAL_S
+    if row.next_probe_at is not None and row.next_probe_at > now:
+        return BreakerDecision(False, "open", retry_after=(row.next_probe_at - now).total_seconds())
+    won = GuardState.objects.filter(name="breaker", state="open", next_probe_at=row.next_probe_at).update(
+        next_probe_at=now + dt.timedelta(seconds=interval), probe_until=now + dt.timedelta(seconds=interval), updated_at=now
+    )
+    if won:
+        log.warning("circuit half-open: probe request allowed (next probe in %ss)", interval)
+        return BreakerDecision(True, "half_open", probe=True)
+    return BreakerDecision(False, "open", retry_after=interval)
+
+
+def breaker_retry_after(now: dt.datetime) -> float:
+    from skiptrace.models import GuardState
+
+    row = GuardState.objects.filter(name="breaker").first()
+    if row is None or row.state == "closed" or row.next_probe_at is None:
+        return 0.0
+    return max(0.0, (row.next_probe_at - now).total_seconds())
+
+
+_FAILURE_KINDS = {"http_5xx", "rate_limited", "timeout", "connection", "auth", "schema_drift", "out_of_credits"}
+_OPEN_AT_ONCE = {"auth", "out_of_credits"}  # a credential problem fails closed at the first answer
+
+
+def breaker_record(*, ok: bool, now: dt.datetime, kind: str) -> str:
+    """Record one finished provider request and move the breaker; returns the new state.
+
+    The window is the last CIRCUIT_MIN_SAMPLES requests (one sample per provider HTTP request:
+    the latest call row of each batch), so no extra table is needed.
+    """
+    from skiptrace.models import GuardState
+
+    failure = (not ok) and kind in _FAILURE_KINDS
+    _record_sample(failure, now)
+    with transaction.atomic():
+        _lock_row("breaker")
+        row = _breaker_row()
+        if row.state == "open":
+            if not failure:
+                GuardState.objects.filter(name="breaker").update(
+                    state="closed", opened_at=None, next_probe_at=None, probe_until=None, updated_at=now
+                )
+                log.warning("circuit closed: probe succeeded")
+                return "closed"
+            return "open"
+        if not failure:
+            return "closed"
+        samples, failures = _window()
+        rate = failures / samples if samples else 0.0
+        if kind in _OPEN_AT_ONCE or (samples >= settings.CIRCUIT_MIN_SAMPLES and rate >= settings.CIRCUIT_BREAKER_ERROR_RATE):
+            GuardState.objects.filter(name="breaker").update(
+                state="open", opened_at=now, updated_at=now,
+                next_probe_at=now + dt.timedelta(seconds=settings.CIRCUIT_PROBE_INTERVAL_S),
+            )
+            log.warning("circuit opened: %s; error rate %.2f over %d requests; next probe in %ss",
+                        kind, rate, samples, settings.CIRCUIT_PROBE_INTERVAL_S)
+            return "open"
+    return "closed"
+
+
+def breaker_reset(now: dt.datetime | None = None) -> None:
+    from skiptrace.models import GuardState
+
+    GuardState.objects.filter(name="breaker").update(
+        state="closed", opened_at=None, next_probe_at=None, probe_until=None, updated_at=now or timezone.now()
+    )
+    _samples_clear()
+
+
+def _record_sample(failure: bool, now: dt.datetime) -> None:
+    from skiptrace.models import BreakerSample
+
+    BreakerSample.objects.create(failure=failure, at=now)
+    keep = settings.CIRCUIT_MIN_SAMPLES
+    cutoff = BreakerSample.objects.order_by("-id").values_list("id", flat=True)[keep : keep + 1]
+    cutoff = list(cutoff)
+    if cutoff:
+        BreakerSample.objects.filter(id__lte=cutoff[0]).delete()
+
+
+def _window() -> tuple[int, int]:
+    from skiptrace.models import BreakerSample
+
+    rows = list(BreakerSample.objects.order_by("-id").values_list("failure", flat=True)[: settings.CIRCUIT_MIN_SAMPLES])
+    return len(rows), sum(1 for f in rows if f)
+
+
+def _samples_clear() -> None:
+    from skiptrace.models import BreakerSample
+
+    BreakerSample.objects.all().delete()
 
 
 def provider_status() -> str:
     """``ready`` | ``circuit_open`` | ``not_configured`` for /api/health."""
     if not settings.BATCHDATA_API_TOKEN:
         return "not_configured"
-    return "ready"
+    return "circuit_open" if breaker_state() != "closed" else "ready"
+
+
+# --- backoff -------------------------------------------------------------------------------------
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with jitter for transient provider errors: 2, 4, 8 ... capped at 5 min."""
+    base = min(300.0, 2.0 ** max(1, attempt))
+    return base * (0.8 + 0.4 * random.random())
+
+
+def rate_limited_backoff() -> float:
+    return backoff_seconds(2)
+
+
+# --- concurrency gate and rate limit ---------------------------------------------------------------
+
+_limiter_lock = threading.Lock()
+_limiter = None
+
+
+def _rate_limiter():
+    """One pyrate-limiter per process, its bucket shared by every process through the database."""
+    global _limiter
+    with _limiter_lock:
+        if _limiter is None:
+            _limiter = _build_limiter()
+        return _limiter
+
+
+def _build_limiter():
+    from pyrate_limiter import Duration, Limiter, Rate
+
+    rps = settings.SKIP_TRACE_RPS
+    rate = Rate(int(rps), Duration.SECOND) if float(rps).is_integer() else Rate(1, int(1000 / rps))
+    if connection.vendor == "postgresql":
+        from psycopg_pool import ConnectionPool
+        from pyrate_limiter import PostgresBucket
+
+        db = settings.DATABASES["default"]
+        conninfo = f"host={db.get('HOST') or 'localhost'} port={db.get('PORT') or 5432} dbname={connection.settings_dict['NAME']} user={db.get('USER') or 'postgres'}"
+        if db.get("PASSWORD"):
+            conninfo += f" password={db['PASSWORD']}"
+        pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True, kwargs={"autocommit": True})
+        bucket = PostgresBucket(pool, "convexa_provider", [rate])
+    else:
+        from pyrate_limiter import SQLiteBucket
+
+        path = str(settings.DATA_DIR / f"ratelimit-{connection.settings_dict['NAME'].rsplit('/', 1)[-1]}.sqlite")
+        bucket = SQLiteBucket.init_from_file([rate], table="provider_requests", db_path=path, use_file_lock=True)
+    return Limiter(bucket, buffer_ms=20)
+
+
+def reset_rate_limiter() -> None:
+    """Forget the process's limiter (tests that change SKIP_TRACE_RPS)."""
+    global _limiter
+    with _limiter_lock:
+        _limiter = None
+
+
+def rate_acquire(timeout_s: float = 60.0) -> bool:
+    """Block until a provider request may start under SKIP_TRACE_RPS (fleet-wide)."""
+    limiter = _rate_limiter()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if limiter.try_acquire("batchdata", blocking=False):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def slot_try_take(batch_id: str, *, now: dt.datetime, lease_s: float) -> bool:
+    """Take a concurrency slot: mark this batch's calls ``sent`` iff fewer than
+    SKIP_TRACE_CONCURRENCY requests are in flight fleet-wide. One transaction under the lock."""
+    from skiptrace.models import CallState, ProviderCall
+
+    with transaction.atomic():
+        _lock_row("slots")
+        in_flight = (
+            ProviderCall.objects.filter(state=CallState.SENT, lease_until__gt=now)
+            .values("batch_id").distinct().count()
+        )
+        if in_flight >= settings.SKIP_TRACE_CONCURRENCY:
+            return False
+        ProviderCall.objects.filter(batch_id=batch_id, state=CallState.RESERVED).update(
+            state=CallState.SENT, sent_at=now, lease_until=now + dt.timedelta(seconds=lease_s)
+        )
+        return True
+
+
+@contextlib.contextmanager
+def send_permit(batch_id: str, *, clock: Clock, lease_s: float, sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
+    """Wait for a rate permit and a concurrency slot; taking the slot marks the batch ``sent``
+    (committed) just before the request goes out. The slot frees itself when the calls leave
+    state ``sent``. The rate permit comes first: nothing that can fail stands between marking a
+    call sent and sending it."""
+    while not rate_acquire():
+        log.warning("waited 60s for a rate permit; still waiting")
+    while not slot_try_take(batch_id, now=clock(), lease_s=lease_s):
+        sleep(0.05)
+    yield

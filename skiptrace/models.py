@@ -149,6 +149,9 @@ class CacheEntry(models.Model):
         ]
         verbose_name_plural = "cache entries"
 
+    def __str__(self) -> str:
+        return f"cache {self.idempotency_key[:12]}"
+
 
 class RunItem(models.Model):
     run = models.ForeignKey(Run, db_column="run_id", on_delete=models.CASCADE, related_name="items")
@@ -183,6 +186,10 @@ class RunItem(models.Model):
     stale = models.BooleanField(default=False)
     provider_call = models.ForeignKey(
         ProviderCall, null=True, blank=True, on_delete=models.SET_NULL, related_name="served_items"
+    )
+    # the first call of a sanitized retry ("sanitized_retry_predecessor" in reports)
+    predecessor_call = models.ForeignKey(
+        ProviderCall, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -228,3 +235,20 @@ class GuardState(models.Model):
 
     class Meta:
         db_table = "skiptrace_guards"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.state}"
+
+
+class BreakerSample(models.Model):
+    """The circuit breaker's sliding window: one row per finished provider HTTP request, only the
+    last CIRCUIT_MIN_SAMPLES kept."""
+
+    failure = models.BooleanField()
+    at = models.DateTimeField()
+
+    class Meta:
+        db_table = "skiptrace_breaker_samples"
+
+    def __str__(self) -> str:
+        return f"{'failure' if self.failure else 'success'} at {self.at:%H:%M:%S}"

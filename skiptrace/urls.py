@@ -1,7 +1,18 @@
 from django.urls import path
 
+from contacts import views as contact_views
 from skiptrace import views
 
 urlpatterns = [
     path("health", views.health, name="api-health"),
+    path("metrics", views.metrics, name="api-metrics"),
+    path("skiptrace", views.skiptrace_one, name="api-skiptrace"),
+    path("skiptrace-runs", views.runs_create, name="api-runs-create"),
+    path("skiptrace-runs/<str:run_id>/status", views.run_status, name="api-run-status"),
+    path("skiptrace-runs/<str:run_id>/resume", views.run_resume, name="api-run-resume"),
+    path("skiptrace-runs/<str:run_id>/report", views.run_report, name="api-run-report"),
+    path("skiptrace-runs/<str:run_id>/artifacts", views.run_artifacts, name="api-run-artifacts"),
+    path("artifacts/<str:run_id>/<str:name>", views.artifact_download, name="api-artifact-download"),
+    path("leads/<str:lead_id>/contacts", contact_views.lead_contacts, name="api-lead-contacts"),
+    path("debug/skiptrace-latest", views.debug_latest, name="api-debug-latest"),
 ]

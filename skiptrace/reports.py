@@ -1,0 +1,452 @@
+"""Run reports: the seed's report JSON and the dialer ``enriched.csv`` of a run.
+
+Counters come from SQL aggregates over ``skiptrace_run_items`` and ``provider_calls``; the only
+per-item work is one streamed pass over the done items' contact JSON (phone/email hit rate and the
+enriched samples) and one streamed pass for the CSV, both with ``.iterator()`` so memory stays flat
+whatever the run's size. ``run_report`` issues the same handful of queries for 10 items or 100,000.
+
+Files go to ``RUN_REPORTS_DIR/<run_id>/{report.json,enriched.csv}``, each written to a temporary
+file in the same folder and renamed over the old one: a reader sees the old file or the new one,
+never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When, Window
+from django.db.models.functions import Coalesce, Left, RowNumber, StrIndex, Trim
+from django.utils import timezone
+
+from skiptrace.dialer import dialer_row, write_dialer_csv
+from skiptrace.models import OPEN_CALL_STATES, CallState, ItemStatus, ProviderCall, Run, RunItem
+
+REPORT_NAME = "report.json"
+CSV_NAME = "enriched.csv"
+DEFAULT_SOURCE = "batchdata"
+
+SAMPLES_ENRICHED = 10
+SAMPLES_FAILED = 10
+ERROR_SAMPLES = 5
+ERROR_REASONS_MAX = 50  # beyond this, the rarest reasons are folded into one "other" group
+OTHER_REASON = "other"
+UNKNOWN_REASON = "unknown"
+CHUNK_SIZE = 2000
+CONTACTS_CACHE_SIZE = 4096
+
+PREDECESSOR_LABEL = "sanitized_retry_predecessor"
+SANITIZED_LABEL = "address_sanitized"
+
+# A run_id becomes a folder name: no separators, no dot-files, no "..".
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+# --------------------------------------------------------------------------------------------
+# Paths and files
+
+
+def artifact_paths(run_id: str) -> tuple[Path, Path]:
+    """``(RUN_REPORTS_DIR/<run_id>/report.json, RUN_REPORTS_DIR/<run_id>/enriched.csv)``.
+
+    Raises ValueError for a run_id that is not a safe folder name (it may come from a URL).
+    """
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        raise ValueError(f"not a valid run_id: {run_id!r}")
+    folder = Path(settings.RUN_REPORTS_DIR) / run_id
+    return folder / REPORT_NAME, folder / CSV_NAME
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[TextIO], Any], *, encoding: str) -> Any:
+    """Write through ``write(fh)`` into a temp file next to ``path``, fsync, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
+            result = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return result
+
+
+def write_run_artifacts(run: Run) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``enriched.csv`` of ``run``; set ``run.report_written_at``."""
+    report_path, csv_path = artifact_paths(run.run_id)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(csv_path, lambda fh: write_dialer_csv(iter_run_dialer_rows(run), fh), encoding="utf-8-sig")
+    report = run_report(run)
+    _atomic_write(
+        report_path,
+        lambda fh: json.dump(report, fh, ensure_ascii=False, indent=2),
+        encoding="utf-8",
+    )
+    written_at = timezone.now()
+    Run.objects.filter(pk=run.pk).update(report_written_at=written_at)
+    run.report_written_at = written_at
+    return report_path, csv_path
+
+
+# --------------------------------------------------------------------------------------------
+# Contacts JSON
+
+
+def parse_contacts(raw: str | None) -> dict | None:
+    """``ProviderCall.parsed_contacts_json`` as a dict; None when absent or unreadable."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class _LRU:
+    """A small LRU dict: parse each distinct call's contacts once (cache hits share a call)."""
+
+    def __init__(self, maxsize: int = CONTACTS_CACHE_SIZE) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        try:
+            self._data.move_to_end(key)
+            return self._data[key]
+        except KeyError:
+            pass
+        value = compute()
+        self._data[key] = value
+        if len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+        return value
+
+
+def _phones(contacts: dict | None) -> list[dict]:
+    return [p for p in ((contacts or {}).get("phones") or ()) if isinstance(p, dict)]
+
+
+def _emails(contacts: dict | None) -> list[dict]:
+    return [e for e in ((contacts or {}).get("emails") or ()) if isinstance(e, dict)]
+
+
+# --------------------------------------------------------------------------------------------
+# Dialer CSV rows
+
+
+def iter_run_dialer_rows(run: Run) -> Iterator[list[str]]:
+    """One dialer row per item of ``run``, by position; failed/unmatched items keep an empty row.
+
+    One streamed query (items joined to their call, only the columns the CSV needs).
+    """
+    cache = _LRU()
+    rows = (
+        RunItem.objects.filter(run_id=run.pk)
+        .order_by("position", "id")
+        .values_list(
+            "lead_id",
+            "address_display",
+            "owner_display",
+            "cached",
+            "status",
+            "provider_call_id",
+            "provider_call__provider",
+            "provider_call__parsed_contacts_json",
+        )
+    )
+    for lead_id, address, owner, cached, status, call_id, provider, raw in rows.iterator(
+        chunk_size=CHUNK_SIZE
+    ):
+        contacts = None
+        if status == ItemStatus.DONE and call_id is not None:
+            contacts = cache.get(call_id, lambda raw=raw: parse_contacts(raw))
+        yield dialer_row(
+            lead_id=lead_id,
+            address=address or "",
+            owner=owner or "",
+            contacts=contacts,
+            source=provider or DEFAULT_SOURCE,
+            cached=bool(cached),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Report JSON
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _usd(cents: int | None) -> float:
+    return round((cents or 0) / 100, 2)
+
+
+def _pct(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+def _budget_spent_cents_today() -> int:
+    """Today's provider spend (budget day in SKIP_TRACE_BUDGET_TZ): the cost of settled calls plus
+    the estimate of calls still reserved or sent.
+
+    Delegates to ``skiptrace.guards.budget_spent_cents_today`` once that exists, so the report and
+    the guard agree on one number.
+    """
+    from skiptrace import guards
+
+    fn = getattr(guards, "budget_spent_cents_today", None)
+    if callable(fn):
+        return int(fn() or 0)
+    today = timezone.now().astimezone(ZoneInfo(settings.SKIP_TRACE_BUDGET_TZ)).date()
+    agg = ProviderCall.objects.filter(budget_day=today).aggregate(
+        spent=Sum("cost_cents", filter=~Q(state__in=OPEN_CALL_STATES), default=0),
+        in_flight=Sum("estimate_cents", filter=Q(state__in=OPEN_CALL_STATES), default=0),
+    )
+    return int(agg["spent"]) + int(agg["in_flight"])
+
+
+def _item_counts(run: Run) -> dict[str, int]:
+    done = Q(status=ItemStatus.DONE)
+    return RunItem.objects.filter(run_id=run.pk).aggregate(
+        total=Count("id"),
+        queued=Count("id", filter=Q(status=ItemStatus.QUEUED)),
+        in_flight=Count("id", filter=Q(status=ItemStatus.IN_FLIGHT)),
+        done=Count("id", filter=done),
+        failed=Count("id", filter=Q(status=ItemStatus.FAILED)),
+        cached_hits=Count("id", filter=done & Q(cached=True)),
+        stale_hits=Count("id", filter=done & Q(cached=True, stale=True)),
+        provider_served=Count("id", filter=done & Q(cached=False, provider_call__isnull=False)),
+    )
+
+
+def _call_counts(run: Run) -> dict[str, int]:
+    return ProviderCall.objects.filter(run_id=run.pk).aggregate(
+        provider_calls=Count("id"),
+        spend_cents=Sum("cost_cents", default=0),
+        provider_requests=Count("batch_id", distinct=True, filter=~Q(batch_id="")),
+        lost_calls=Count("id", filter=Q(state=CallState.LOST)),
+    )
+
+
+def _contact_stream(run: Run, done: int) -> tuple[dict[str, float], list[int]]:
+    """Phone/email hit rates over the done items, and the ids of the first enriched items.
+
+    Streams (item id, call id, contacts JSON) of the done items that have a call; each distinct
+    call's JSON is parsed once.
+    """
+    flags = _LRU()
+    phone_any = email_any = 0
+    sample_ids: list[int] = []
+    rows = (
+        RunItem.objects.filter(run_id=run.pk, status=ItemStatus.DONE, provider_call__isnull=False)
+        .order_by("position", "id")
+        .values_list("id", "provider_call_id", "provider_call__parsed_contacts_json")
+    )
+
+    def has(raw: str | None) -> tuple[bool, bool]:
+        contacts = parse_contacts(raw)
+        return bool(_phones(contacts)), bool(_emails(contacts))
+
+    for item_id, call_id, raw in rows.iterator(chunk_size=CHUNK_SIZE):
+        has_phone, has_email = flags.get(call_id, lambda raw=raw: has(raw))
+        phone_any += has_phone
+        email_any += has_email
+        if (has_phone or has_email) and len(sample_ids) < SAMPLES_ENRICHED:
+            sample_ids.append(item_id)
+    hit_rate = {"phone_any_pct": _pct(phone_any, done), "email_any_pct": _pct(email_any, done)}
+    return hit_rate, sample_ids
+
+
+def _enriched_samples(sample_ids: list[int]) -> list[dict]:
+    if not sample_ids:
+        return []
+    rows = RunItem.objects.filter(id__in=sample_ids).values_list(
+        "id",
+        "lead_id",
+        "cached",
+        "provider_call_id",
+        "predecessor_call_id",
+        "provider_call__parsed_contacts_json",
+    )
+    by_id = {row[0]: row for row in rows}
+    samples = []
+    for item_id in sample_ids:
+        if item_id not in by_id:  # deleted meanwhile
+            continue
+        _, lead_id, cached, call_id, predecessor_id, raw = by_id[item_id]
+        contacts = parse_contacts(raw)
+        sample: dict[str, Any] = {
+            "lead_id": lead_id,
+            "phones": [str(p.get("number")) for p in _phones(contacts) if p.get("number")],
+            "emails": [str(e.get("address")) for e in _emails(contacts) if e.get("address")],
+            "cached": bool(cached),
+            "provider_call_id": call_id,
+        }
+        if predecessor_id is not None:
+            sample["attempts"] = [
+                {"provider_call_id": predecessor_id, "label": PREDECESSOR_LABEL},
+                {"provider_call_id": call_id, "label": SANITIZED_LABEL},
+            ]
+        samples.append(sample)
+    return samples
+
+
+def _failed_samples(run: Run) -> list[dict]:
+    rows = (
+        RunItem.objects.filter(run_id=run.pk, status=ItemStatus.FAILED)
+        .order_by("position", "id")
+        .values_list("lead_id", "last_error")[:SAMPLES_FAILED]
+    )
+    return [{"lead_id": lead_id, "last_error": last_error or ""} for lead_id, last_error in rows]
+
+
+def _failed_with_reason(run: Run):
+    """Failed items annotated with ``reason``: ``last_error`` up to its first ":", trimmed (in SQL)."""
+    return (
+        RunItem.objects.filter(run_id=run.pk, status=ItemStatus.FAILED)
+        .annotate(_err=Coalesce(F("last_error"), Value(""), output_field=CharField()))
+        .annotate(_colon=StrIndex(F("_err"), Value(":")))
+        .annotate(
+            reason=Trim(
+                Case(
+                    When(_colon__gt=0, then=Left(F("_err"), F("_colon") - 1)),
+                    default=F("_err"),
+                    output_field=CharField(),
+                )
+            )
+        )
+    )
+
+
+def _error_groups(run: Run, failed: int) -> list[dict]:
+    """``[{reason, count, samples}]``, most frequent first; counts by one GROUP BY, samples by one
+    window query (the first ``ERROR_SAMPLES`` lead_ids of each reason, by position)."""
+    if not failed:
+        return []
+    grouped = (
+        _failed_with_reason(run).values("reason").annotate(count=Count("id")).order_by("-count", "reason")
+    )
+    counts: dict[str, int] = {}
+    sql_reasons: dict[str, list[str]] = {}  # shown reason -> reasons as SQL computed them
+    for row in grouped:
+        shown = row["reason"] or UNKNOWN_REASON
+        counts[shown] = counts.get(shown, 0) + row["count"]
+        sql_reasons.setdefault(shown, []).append(row["reason"])
+    ranked = sorted(counts, key=lambda r: (-counts[r], r))
+    top, rest = ranked, []
+    if len(ranked) > ERROR_REASONS_MAX:  # keep the list bounded; the counts still add up to `failed`
+        top, rest = ranked[: ERROR_REASONS_MAX - 1], ranked[ERROR_REASONS_MAX - 1 :]
+
+    wanted = [sql for shown in top for sql in sql_reasons[shown]]
+    samples: dict[str, list[str]] = {shown: [] for shown in top}
+    sample_rows = (
+        _failed_with_reason(run)
+        .filter(reason__in=wanted)
+        .annotate(
+            rn=Window(RowNumber(), partition_by=[F("reason")], order_by=[F("position").asc(), F("id").asc()])
+        )
+        .filter(rn__lte=ERROR_SAMPLES)
+        .order_by("position", "id")
+        .values_list("reason", "lead_id")
+    )
+    for reason, lead_id in sample_rows:
+        bucket = samples[reason or UNKNOWN_REASON]
+        if len(bucket) < ERROR_SAMPLES:
+            bucket.append(lead_id)
+
+    errors = [{"reason": shown, "count": counts[shown], "samples": samples[shown]} for shown in top]
+    if rest:
+        errors.append(
+            {
+                "reason": OTHER_REASON,
+                "count": sum(counts[r] for r in rest),
+                "samples": [],
+                "reasons_folded": len(rest),
+            }
+        )
+    return errors
+
+
+def run_report(run: Run) -> dict:
+    """The seed's report JSON for ``run`` (every key of its schema), plus a few extras for ops."""
+    generated_at = timezone.now()
+    items = _item_counts(run)
+    calls = _call_counts(run)
+    hit_rate, sample_ids = _contact_stream(run, items["done"])
+    served = items["cached_hits"] + items["provider_served"]
+    duration = 0.0
+    if run.started_at and run.finished_at:
+        duration = round(max(0.0, (run.finished_at - run.started_at).total_seconds()), 3)
+
+    return {
+        "run_id": run.run_id,
+        "source_label": run.source_label or "",
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_s": duration,
+        "totals": {
+            "total": items["total"],
+            "done": items["done"],
+            "failed": items["failed"],
+            "cached_hits": items["cached_hits"],
+            "provider_calls": calls["provider_calls"],
+            "cost_usd": _usd(calls["spend_cents"]),
+        },
+        "hit_rate": hit_rate,
+        "cache_hit_ratio": round(items["cached_hits"] / served, 4) if served else 0.0,
+        "budgets": {
+            "daily_cap_usd": _usd(settings.SKIP_TRACE_DAILY_BUDGET_CENTS),
+            "spent_usd": _usd(_budget_spent_cents_today()),
+            "soft_paused": bool(run.soft_paused),
+        },
+        "errors": _error_groups(run, items["failed"]),
+        "samples": {
+            "enriched": _enriched_samples(sample_ids),
+            "failed": _failed_samples(run),
+        },
+        # --- extras (allowed by the contract) ---
+        "state": run.state,
+        "reason": run.reason,
+        "generated_at": _iso(generated_at),
+        "items_by_status": {
+            "queued": items["queued"],
+            "in_flight": items["in_flight"],
+            "done": items["done"],
+            "failed": items["failed"],
+        },
+        "provider_served": items["provider_served"],
+        "stale_hits": items["stale_hits"],
+        "provider_requests": calls["provider_requests"],
+        "lost_calls": calls["lost_calls"],
+        "cost_cents": calls["spend_cents"],
+    }

@@ -1,0 +1,752 @@
+"""The money path: one batch of run items from the queue to the provider and back.
+
+Every caller goes through here: the worker (``batch_process``), the single-lead API
+(``lead_skiptrace``) and the CLI. What it guarantees (CONTRACT.md, "Money and audit invariants"):
+
+1. A ``provider_calls`` row is committed (state ``reserved``) for every lead of a request before the
+   request is sent; after any crash, requests that reached the provider <= rows. A call whose answer
+   never came back becomes ``lost``, is costed at its estimate and is never re-sent by itself.
+2. One normalized input (its signature) is sent at most once per TTL unless ``force``: the L1/L2
+   caches answer repeats, items of one signature in one batch share one call, and the unique
+   ``(provider, idempotency_key)`` index makes a second concurrent reservation collide, so the
+   second worker waits for the first call's answer instead of paying for it again.
+   ``idempotency_key = sha256(signature)`` for a signature's first call (the spec's key) and
+   ``sha256(signature:generation)`` for each deliberate later one (TTL expiry, force, retry after
+   an error, resume of a lost call), where generation counts the signature's calls that reached a
+   final state. A call still open is not final, so two workers compute the same key and collide.
+3. Today's spend plus the worst case of what is in flight never passes the cap: the batch is cut
+   to what the remaining budget can pay if every record matches, in the same transaction that
+   reserves the calls (``guards.budget_*``).
+4. Every item ends ``done`` or ``failed`` with a reason; ``item.provider_call`` names the call whose
+   answer it carries (its own, or a cached one), so run -> lead -> provider call is traceable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from contacts import services as contact_services
+from skiptrace import guards
+from skiptrace.models import (
+    OPEN_CALL_STATES,
+    AttemptReason,
+    CacheEntry,
+    CallState,
+    ItemStatus,
+    ProviderCall,
+    Run,
+    RunItem,
+)
+from skiptrace.normalize import idempotency_key
+from skiptrace.provider import PROVIDER, BatchDataClient, ProviderError, TraceRequest, TraceResult
+
+log = logging.getLogger("convexa.service")
+
+Clock = Callable[[], dt.datetime]
+PREDECESSOR_LABEL = "sanitized_retry_predecessor"
+WAIT_FOR_OTHER_CALL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    force: bool = False
+    fallback: bool = False
+    retry_sanitized: bool = True
+
+    @classmethod
+    def default(cls) -> Policy:
+        return cls(retry_sanitized=settings.SANITIZED_RETRY_ENABLED)
+
+
+def cache_key(signature: str) -> str:
+    """The L2 key of a signature: the idempotency key of its first call (the spec's key)."""
+    return idempotency_key(signature, 0)
+
+
+def lease_seconds() -> float:
+    """How long a claim or a reservation may stay open before the reaper takes it back."""
+    return 2 * settings.PROVIDER_TIMEOUT_S + 60
+
+
+# --- L1: in-process cache ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What serves an item: a call's parsed contacts."""
+
+    call_id: int | None
+    contacts: dict
+    payload_hash: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    stale: bool = False
+
+    @property
+    def has_contacts(self) -> bool:
+        return bool(self.contacts.get("phones") or self.contacts.get("emails"))
+
+
+class L1Cache:
+    """A process-local dict with expiry (10 minutes, never beyond the L2 entry). It only saves a query."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._data: dict[str, tuple[dt.datetime, Answer]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, signature: str, now: dt.datetime) -> Answer | None:
+        with self._lock:
+            hit = self._data.get(signature)
+            if hit is None:
+                return None
+            until, answer = hit
+            if now >= until or now >= answer.expires_at:
+                del self._data[signature]
+                return None
+            return answer
+
+    def put(self, signature: str, answer: Answer, now: dt.datetime) -> None:
+        until = min(now + dt.timedelta(seconds=self.ttl_s), answer.expires_at)
+        with self._lock:
+            if len(self._data) > 200_000:  # bound memory on a huge run; L2 still answers
+                self._data.clear()
+            self._data[signature] = (until, answer)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+L1 = L1Cache(ttl_s=settings.L1_CACHE_TTL_S)
+
+
+def _answer_from_entry(entry: CacheEntry, now: dt.datetime) -> Answer:
+    return Answer(
+        call_id=entry.provider_call_id,
+        contacts=json.loads(entry.parsed_contacts_json),
+        payload_hash=entry.payload_hash,
+        created_at=entry.created_at,
+        expires_at=entry.ttl_expires_at,
+        stale=entry.ttl_expires_at <= now,
+    )
+
+
+def cache_lookup(signatures: Iterable[str], now: dt.datetime, *, include_expired: bool = False) -> dict[str, Answer]:
+    """L1 then L2 (one ``IN`` query) for many signatures; expired entries only when asked."""
+    found: dict[str, Answer] = {}
+    missing: list[str] = []
+    for sig in set(signatures):
+        answer = L1.get(sig, now)
+        if answer is not None:
+            found[sig] = answer
+        else:
+            missing.append(sig)
+    if missing:
+        keys = {cache_key(sig): sig for sig in missing}
+        entries = CacheEntry.objects.filter(provider=PROVIDER, idempotency_key__in=list(keys))
+        for entry in entries:
+            answer = _answer_from_entry(entry, now)
+            if not answer.stale:
+                L1.put(entry.signature, answer, now)
+                found[entry.signature] = answer
+            elif include_expired:
+                found[entry.signature] = answer
+    return found
+
+
+# --- claiming ------------------------------------------------------------------------------------
+
+
+def items_claim(*, limit: int, now: dt.datetime, worker_id: str, run_id: str | None = None) -> list[RunItem]:
+    """Take up to ``limit`` queued items whose time has come, with a lease.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so workers on several hosts never block on or
+    double-claim a row. SQLite: the transaction holds the write lock from its start (IMMEDIATE), so
+    the conditional update below is the claim.
+    """
+    lease = now + dt.timedelta(seconds=lease_seconds())
+    eligible = RunItem.objects.filter(status=ItemStatus.QUEUED).filter(
+        Q(not_before__isnull=True) | Q(not_before__lte=now)
+    )
+    eligible = eligible.filter(run__paused_by_operator=False, run__finished_at__isnull=True).filter(
+        Q(run__soft_paused=False) | Q(run__override_budget=True)
+    )
+    if run_id is not None:
+        eligible = eligible.filter(run_id=run_id)
+    with transaction.atomic():
+        candidates = eligible.order_by("run__created_at", "position", "id")
+        if connection.vendor == "postgresql":
+            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+        ids = list(candidates.values_list("id", flat=True)[:limit])
+        if not ids:
+            return []
+        RunItem.objects.filter(id__in=ids, status=ItemStatus.QUEUED).update(
+            status=ItemStatus.IN_FLIGHT, lease_until=lease, updated_at=now
+        )
+        items = list(RunItem.objects.filter(id__in=ids, status=ItemStatus.IN_FLIGHT, lease_until=lease).select_related("run"))
+        run_ids = {item.run_id for item in items}
+        Run.objects.filter(run_id__in=run_ids, started_at__isnull=True).update(started_at=now)
+    return items
+
+
+# --- one batch -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Reserved:
+    """Calls reserved for one provider HTTP request, and the items each call serves."""
+
+    batch_id: str
+    calls: list[ProviderCall] = field(default_factory=list)
+    requests: list[TraceRequest] = field(default_factory=list)
+    served: dict[int, list[RunItem]] = field(default_factory=dict)  # call id -> items
+
+
+@dataclass
+class BatchOutcome:
+    claimed: int = 0
+    cached: int = 0
+    provider_items: int = 0
+    waiting: int = 0
+    failed: int = 0
+    budget_paused: bool = False
+    circuit_open: bool = False
+    run_ids: set[str] = field(default_factory=set)
+
+
+def _policy_of(run: Run) -> Policy:
+    return Policy(force=run.policy_force, fallback=run.policy_fallback, retry_sanitized=run.policy_retry_sanitized)
+
+
+def _usable(answer: Answer, item: RunItem) -> bool:
+    """A cached answer serves an item unless the run forces a re-fetch of answers older than itself."""
+    if item.run.policy_force and item.attempt_reason == AttemptReason.PRIMARY:
+        return answer.created_at >= item.run.created_at
+    return True
+
+
+def batch_process(
+    items: Sequence[RunItem], *, client: BatchDataClient, clock: Clock = timezone.now, worker_id: str = "local"
+) -> BatchOutcome:
+    """Serve claimed items: from cache, by one provider request, or put them back to wait.
+
+    Returns what happened. Never raises for a provider problem: those end in item states.
+    """
+    outcome = BatchOutcome(claimed=len(items), run_ids={i.run_id for i in items})
+    if not items:
+        return outcome
+    reserved = batch_reserve(items, client=client, now=clock(), outcome=outcome)
+    if reserved is not None and reserved.calls:
+        batch_send(reserved, client=client, clock=clock, outcome=outcome, worker_id=worker_id)
+    runs_refresh(outcome.run_ids, now=clock())
+    return outcome
+
+
+def batch_reserve(
+    items: Sequence[RunItem], *, client: BatchDataClient, now: dt.datetime, outcome: BatchOutcome
+) -> Reserved | None:
+    """Steps 3-6 of DESIGN.md in one transaction: cache, single flight, budget, call rows."""
+    with transaction.atomic():
+        pending = _serve_from_cache(items, now=now, outcome=outcome)
+        if not pending:
+            return None
+        if not client.configured:
+            _requeue(pending, now=now, delay_s=30, reason="provider_not_configured")
+            outcome.waiting += len(pending)
+            return None
+        breaker = guards.breaker_check(now)
+        if not breaker.allowed:
+            _serve_stale_or_wait(pending, now=now, delay_s=breaker.retry_after, reason="circuit_open", outcome=outcome)
+            outcome.circuit_open = True
+            return None
+        by_sig: dict[str, list[RunItem]] = defaultdict(list)
+        for item in pending:
+            by_sig[item.active_signature].append(item)
+        calls_by_sig = _calls_by_signature(list(by_sig), now=now)
+        to_call: list[str] = []
+        for sig, sig_items in by_sig.items():
+            state = calls_by_sig.get(sig)
+            if state and state.open:
+                _requeue(sig_items, now=now, delay_s=WAIT_FOR_OTHER_CALL_S, reason=None)
+                outcome.waiting += len(sig_items)
+            elif state and state.lost_recently and not any(i.resend_allowed or i.run.policy_force for i in sig_items):
+                _fail(sig_items, now=now, error="provider_outcome_unknown: an earlier request for this lead got no answer; "
+                      "resume the run to send it again", call_id=state.lost_call_id)
+                outcome.failed += len(sig_items)
+            else:
+                to_call.append(sig)
+        if not to_call:
+            return None
+        # Budget: cut the batch to what the remaining budget pays at worst case (every record matched).
+        override = [s for s in to_call if all(i.run.override_budget for i in by_sig[s])]
+        capped = [s for s in to_call if s not in set(override)]
+        fits = guards.budget_fit(len(capped), now=now)
+        over = capped[fits:]
+        if over:
+            over_items = [i for s in over for i in by_sig[s]]
+            _requeue(over_items, now=now, delay_s=None, reason="daily_budget")
+            Run.objects.filter(run_id__in={i.run_id for i in over_items}, override_budget=False).update(
+                soft_paused=True, reason="daily_budget"
+            )
+            outcome.waiting += len(over_items)
+            outcome.budget_paused = True
+            log.warning("daily budget reached: %d leads wait for budget", len(over_items))
+        chosen = override + capped[:fits]
+        if not chosen:
+            return None
+        return _reserve_calls(chosen, by_sig, calls_by_sig, now=now, outcome=outcome)
+
+
+@dataclass
+class _SigCalls:
+    open: bool = False
+    final_count: int = 0
+    lost_recently: bool = False
+    lost_call_id: int | None = None
+
+
+def _calls_by_signature(signatures: list[str], *, now: dt.datetime) -> dict[str, _SigCalls]:
+    ttl_start = now - dt.timedelta(days=settings.CACHE_TTL_DAYS)
+    result: dict[str, _SigCalls] = {}
+    rows = (
+        ProviderCall.objects.filter(provider=PROVIDER, signature__in=signatures)
+        .values("signature", "state", "id", "created_at")
+        .order_by("id")
+    )
+    for row in rows:
+        state = result.setdefault(row["signature"], _SigCalls())
+        if row["state"] in OPEN_CALL_STATES:
+            state.open = True
+        else:
+            state.final_count += 1
+        if row["state"] == CallState.LOST and row["created_at"] >= ttl_start:
+            state.lost_recently, state.lost_call_id = True, row["id"]
+        elif row["state"] == CallState.COMPLETED:
+            state.lost_recently = False  # a later answer settles it
+    return result
+
+
+def _reserve_calls(
+    chosen: list[str],
+    by_sig: dict[str, list[RunItem]],
+    calls_by_sig: dict[str, _SigCalls],
+    *,
+    now: dt.datetime,
+    outcome: BatchOutcome,
+) -> Reserved:
+    batch_id = uuid.uuid4().hex
+    day = guards.budget_day(now)
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    lease = now + dt.timedelta(seconds=lease_seconds())
+    rows: list[ProviderCall] = []
+    for sig in chosen:
+        first = by_sig[sig][0]
+        generation = calls_by_sig[sig].final_count if sig in calls_by_sig else 0
+        request = _trace_request(first, request_id=first.lead_id)
+        rows.append(
+            ProviderCall(
+                provider=PROVIDER,
+                idempotency_key=idempotency_key(sig, generation),
+                lead_id=first.lead_id,
+                run_id=first.run_id,
+                request_json=json.dumps(_request_audit(request), sort_keys=True),
+                signature=sig,
+                generation=generation,
+                batch_id=batch_id,
+                item_id=first.id,
+                estimate_cents=price,
+                budget_day=day,
+                attempt_reason=first.attempt_reason,
+                predecessor_id=first.predecessor_call_id if first.attempt_reason == AttemptReason.ADDRESS_SANITIZED else None,
+                state=CallState.RESERVED,
+                lease_until=lease,
+                created_at=now,
+            )
+        )
+    # ignore_conflicts: a key taken by another worker since we looked means that worker's call is
+    # in flight for this signature; our items wait for its answer (single flight).
+    ProviderCall.objects.bulk_create(rows, ignore_conflicts=True)
+    mine = {c.signature: c for c in ProviderCall.objects.filter(batch_id=batch_id)}
+    reserved = Reserved(batch_id=batch_id)
+    for sig in chosen:
+        sig_items = by_sig[sig]
+        call = mine.get(sig)
+        if call is None:
+            _requeue(sig_items, now=now, delay_s=WAIT_FOR_OTHER_CALL_S, reason=None)
+            outcome.waiting += len(sig_items)
+            continue
+        reserved.calls.append(call)
+        reserved.requests.append(_trace_request(sig_items[0], request_id=str(call.pk)))
+        reserved.served[call.pk] = sig_items
+        RunItem.objects.filter(id__in=[i.id for i in sig_items]).update(provider_call=call, lease_until=lease, updated_at=now)
+    return reserved
+
+
+def _trace_request(item: RunItem, *, request_id: str) -> TraceRequest:
+    sanitized = item.attempt_reason == AttemptReason.ADDRESS_SANITIZED
+    return TraceRequest(
+        request_id=request_id,
+        street=item.street_sanitized if sanitized else item.street,
+        city=item.city,
+        state=item.state,
+        zip=item.zip,
+        first=item.first,
+        last=item.last,
+    )
+
+
+def _request_audit(request: TraceRequest) -> dict:
+    """The sanitized request kept on the call row: what was asked, never a credential."""
+    body = {"propertyAddress": {k: v for k, v in (("street", request.street), ("city", request.city),
+                                                   ("state", request.state), ("zip", request.zip)) if v}}
+    if request.first or request.last:
+        body["name"] = {"first": request.first, "last": request.last}
+    return body
+
+
+def batch_send(
+    reserved: Reserved, *, client: BatchDataClient, clock: Clock, outcome: BatchOutcome, worker_id: str
+) -> None:
+    """Steps 7-10: permits, mark sent (committed), one HTTP request, record the outcome."""
+    try:
+        client.build_body(reserved.requests)  # a request the provider would refuse never leaves
+    except ValueError as exc:
+        _record_failure(reserved, ProviderError("http_4xx", f"invalid request: {exc}", maybe_sent=False),
+                        now=clock(), outcome=outcome)
+        return
+    with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds()):
+        try:
+            try:
+                result = client.skip_trace(reserved.requests)
+            except ProviderError:
+                raise
+            except Exception as exc:  # a bug after sending: the answer is unknown, so it is "lost"
+                log.exception("unexpected error in provider request %s", reserved.batch_id)
+                raise ProviderError("connection", f"unexpected {exc.__class__.__name__}", maybe_sent=True) from exc
+        except ProviderError as exc:
+            guards.breaker_record(ok=False, now=clock(), kind=exc.kind)
+            _record_failure(reserved, exc, now=clock(), outcome=outcome)
+            return
+    guards.breaker_record(ok=True, now=clock(), kind="ok")
+    _record_success(reserved, result.results, result.status_code, result.match_count,
+                    result.provider_request_id, now=clock(), outcome=outcome)
+
+
+def _record_success(
+    reserved: Reserved,
+    results: list[TraceResult],
+    status_code: int,
+    match_count: int,
+    provider_request_id: str | None,
+    *,
+    now: dt.datetime,
+    outcome: BatchOutcome,
+) -> None:
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    expires = now + dt.timedelta(days=settings.CACHE_TTL_DAYS)
+    with transaction.atomic():
+        for call, result in zip(reserved.calls, results, strict=True):
+            contacts = result.to_contacts()
+            raw = json.dumps(result.raw, sort_keys=True)
+            contacts_json = json.dumps(contacts, sort_keys=True)
+            ProviderCall.objects.filter(pk=call.pk).update(
+                state=CallState.COMPLETED,
+                status_code=status_code,
+                response_json=raw,
+                payload_hash=result.payload_hash,
+                cost_cents=price if result.matched else 0,
+                matched=result.matched,
+                match_count=match_count,
+                parsed_contacts_json=contacts_json,
+                provider_request_id=provider_request_id,
+                finished_at=now,
+                lease_until=None,
+            )
+            CacheEntry.objects.update_or_create(
+                provider=PROVIDER,
+                idempotency_key=cache_key(call.signature),
+                defaults=dict(
+                    signature=call.signature,
+                    payload_hash=result.payload_hash,
+                    response_json=raw,
+                    parsed_contacts_json=contacts_json,
+                    ttl_expires_at=expires,
+                    created_at=now,
+                    last_seen=now,
+                    provider_call_id=call.pk,
+                ),
+            )
+            answer = Answer(call.pk, contacts, result.payload_hash, now, expires)
+            L1.put(call.signature, answer, now)
+            served = reserved.served[call.pk]
+            outcome.provider_items += len(served)
+            _conclude(served, answer, cached=False, now=now)
+
+
+def _record_failure(reserved: Reserved, exc: ProviderError, *, now: dt.datetime, outcome: BatchOutcome) -> None:
+    """Settle calls and items after a provider error. See DESIGN.md step 10 and the reaper."""
+    call_ids = [c.pk for c in reserved.calls]
+    items = [i for c in reserved.calls for i in reserved.served[c.pk]]
+    detail = f"{exc.kind}: {exc.detail}"[:500]
+    log.warning("provider request %s failed: %s (status %s, %d leads)", reserved.batch_id, exc.kind, exc.status_code, len(items))
+    with transaction.atomic():
+        lost = exc.maybe_sent and exc.kind in ("timeout", "connection")
+        if lost:
+            # The request may have been billed and we will never know the answer: costed at its
+            # estimate, never re-sent by itself (invariant 1).
+            for call in reserved.calls:
+                ProviderCall.objects.filter(pk=call.pk).update(
+                    state=CallState.LOST, cost_cents=call.estimate_cents, error_text=detail,
+                    status_code=exc.status_code, finished_at=now, lease_until=None,
+                )
+            _serve_stale_or_fail(items, now=now, error=f"provider_outcome_unknown: {detail}", outcome=outcome)
+            return
+        ProviderCall.objects.filter(id__in=call_ids).update(
+            state=CallState.ERRORED, cost_cents=0, error_text=detail, status_code=exc.status_code,
+            finished_at=now, lease_until=None,
+        )
+        if exc.kind == "rate_limited":
+            delay = exc.retry_after if exc.retry_after is not None else guards.rate_limited_backoff()
+            _requeue(items, now=now, delay_s=delay, reason=None)
+            outcome.waiting += len(items)
+        elif exc.kind in ("auth", "out_of_credits"):
+            # Fail closed: the breaker is open (guards.breaker_record), the items wait for an operator.
+            _serve_stale_or_wait(items, now=now, delay_s=settings.CIRCUIT_PROBE_INTERVAL_S,
+                                 reason=f"provider_{exc.kind}", outcome=outcome)
+        elif exc.kind == "http_4xx":
+            _fail(items, now=now, error=f"provider_rejected: {detail}")
+            outcome.failed += len(items)
+        else:  # 5xx, schema drift, a connection refused before sending: transient, retried with backoff
+            retry, give_up = [], []
+            for item in items:
+                (give_up if item.attempt + 1 >= settings.SKIP_TRACE_MAX_ATTEMPTS else retry).append(item)
+            if give_up:
+                _serve_stale_or_fail(give_up, now=now, error=f"provider_error: {detail} (after {settings.SKIP_TRACE_MAX_ATTEMPTS} attempts)", outcome=outcome)
+            for item in retry:
+                RunItem.objects.filter(pk=item.pk).update(
+                    status=ItemStatus.QUEUED, attempt=item.attempt + 1, lease_until=None, last_error=detail,
+                    not_before=now + dt.timedelta(seconds=guards.backoff_seconds(item.attempt + 1)), updated_at=now,
+                )
+            outcome.waiting += len(retry)
+
+
+# --- item outcomes -------------------------------------------------------------------------------
+
+
+def _serve_from_cache(items: Sequence[RunItem], *, now: dt.datetime, outcome: BatchOutcome) -> list[RunItem]:
+    """Serve what the caches can; return the items that still need the provider."""
+    answers = cache_lookup([i.active_signature for i in items], now)
+    pending: list[RunItem] = []
+    served: dict[tuple[str, int | None], tuple[Answer, list[RunItem]]] = {}
+    for item in items:
+        answer = answers.get(item.active_signature)
+        if answer is not None and _usable(answer, item):
+            served.setdefault((item.active_signature, answer.call_id), (answer, []))[1].append(item)
+        else:
+            pending.append(item)
+    for answer, group in served.values():
+        outcome.cached += len(group)
+        _conclude(group, answer, cached=True, now=now)
+    if served:
+        CacheEntry.objects.filter(
+            provider=PROVIDER, idempotency_key__in=[cache_key(sig) for sig, _ in served]
+        ).update(last_seen=now)
+    return pending
+
+
+def _conclude(items: Sequence[RunItem], answer: Answer, *, cached: bool, now: dt.datetime) -> None:
+    """Finish items with an answer, or start their one sanitized retry (zero contacts + a unit)."""
+    done: list[RunItem] = []
+    for item in items:
+        if (
+            not answer.has_contacts
+            and item.has_unit
+            and item.attempt_reason == AttemptReason.PRIMARY
+            and item.run.policy_retry_sanitized
+            and item.sanitized_signature
+            and item.sanitized_signature != item.signature
+        ):
+            if answer.call_id is not None:
+                ProviderCall.objects.filter(pk=answer.call_id).update(label=PREDECESSOR_LABEL)
+            RunItem.objects.filter(pk=item.pk).update(
+                status=ItemStatus.QUEUED, attempt_reason=AttemptReason.ADDRESS_SANITIZED,
+                predecessor_call_id=answer.call_id, provider_call_id=answer.call_id,
+                lease_until=None, not_before=None, updated_at=now,
+            )
+            log.info("address_sanitized retry scheduled run=%s lead=%s predecessor_call=%s",
+                     item.run_id, item.lead_id, answer.call_id)
+        else:
+            done.append(item)
+    if not done:
+        return
+    RunItem.objects.filter(id__in=[i.id for i in done]).update(
+        status=ItemStatus.DONE, cached=cached, stale=answer.stale, provider_call_id=answer.call_id,
+        lease_until=None, last_error=None, updated_at=now,
+    )
+    contact_services.leads_contacts_save(
+        lead_ids=[(i.lead_id, i.run_id) for i in done], contacts=answer.contacts, provider_call_id=answer.call_id,
+        cached=cached, stale=answer.stale, now=now,
+    )
+
+
+def _requeue(items: Sequence[RunItem], *, now: dt.datetime, delay_s: float | None, reason: str | None) -> None:
+    not_before = now + dt.timedelta(seconds=delay_s) if delay_s else None
+    RunItem.objects.filter(id__in=[i.id for i in items]).update(
+        status=ItemStatus.QUEUED, lease_until=None, not_before=not_before, updated_at=now
+    )
+    if reason is not None:
+        Run.objects.filter(run_id__in={i.run_id for i in items}).update(reason=reason)
+
+
+def _fail(items: Sequence[RunItem], *, now: dt.datetime, error: str, call_id: int | None = None) -> None:
+    update = dict(status=ItemStatus.FAILED, lease_until=None, last_error=error[:1000], updated_at=now)
+    if call_id is not None:
+        update["provider_call_id"] = call_id
+    RunItem.objects.filter(id__in=[i.id for i in items]).update(**update)
+
+
+def _stale_answers(items: Sequence[RunItem], now: dt.datetime) -> dict[str, Answer]:
+    wanted = [i.active_signature for i in items if i.run.policy_fallback]
+    return cache_lookup(wanted, now, include_expired=True) if wanted else {}
+
+
+def _serve_stale_or_wait(items: Sequence[RunItem], *, now: dt.datetime, delay_s: float, reason: str,
+                         outcome: BatchOutcome) -> None:
+    """``policy.fallback``: an expired answer, marked stale, beats waiting for the provider."""
+    stale = _stale_answers(items, now)
+    rest = [i for i in items if i.active_signature not in stale]
+    for item in items:
+        if item.active_signature in stale:
+            _conclude([item], stale[item.active_signature], cached=True, now=now)
+            outcome.cached += 1
+    if rest:
+        _requeue(rest, now=now, delay_s=delay_s, reason=reason)
+        outcome.waiting += len(rest)
+
+
+def _serve_stale_or_fail(items: Sequence[RunItem], *, now: dt.datetime, error: str, outcome: BatchOutcome) -> None:
+    stale = _stale_answers(items, now)
+    rest = [i for i in items if i.active_signature not in stale]
+    for item in items:
+        if item.active_signature in stale:
+            _conclude([item], stale[item.active_signature], cached=True, now=now)
+            outcome.cached += 1
+    if rest:
+        _fail(rest, now=now, error=error)
+        outcome.failed += len(rest)
+
+
+# --- leases --------------------------------------------------------------------------------------
+
+
+def leases_reap(*, now: dt.datetime) -> dict[str, int]:
+    """Take back what dead workers held. Safe to run from every worker at any time.
+
+    - a call ``sent`` past its lease: its answer is lost -> ``lost``, costed at the estimate; the
+      items it served end ``failed`` with ``provider_outcome_unknown`` (never re-sent by themselves);
+    - a call ``reserved`` past its lease never left: -> ``errored`` at cost 0;
+    - an item ``in_flight`` past its lease with no lost call: back to ``queued``.
+    """
+    with transaction.atomic():
+        sent = list(ProviderCall.objects.filter(state=CallState.SENT, lease_until__lt=now).values_list("id", "estimate_cents"))
+        for call_id, estimate in sent:
+            ProviderCall.objects.filter(pk=call_id, state=CallState.SENT).update(
+                state=CallState.LOST, cost_cents=estimate, finished_at=now, lease_until=None,
+                error_text="answer lost: the worker stopped or timed out after sending",
+            )
+        lost_ids = [c for c, _ in sent]
+        failed = RunItem.objects.filter(status=ItemStatus.IN_FLIGHT, provider_call_id__in=lost_ids).update(
+            status=ItemStatus.FAILED, lease_until=None, updated_at=now,
+            last_error="provider_outcome_unknown: the request was sent but its answer was lost; resume to send it again",
+        )
+        abandoned = ProviderCall.objects.filter(state=CallState.RESERVED, lease_until__lt=now).update(
+            state=CallState.ERRORED, cost_cents=0, finished_at=now, lease_until=None,
+            error_text="abandoned before sending: the worker stopped",
+        )
+        expired = list(RunItem.objects.filter(status=ItemStatus.IN_FLIGHT, lease_until__lt=now).values_list("id", "run_id"))
+        RunItem.objects.filter(id__in=[i for i, _ in expired], status=ItemStatus.IN_FLIGHT).update(
+            status=ItemStatus.QUEUED, lease_until=None, not_before=None, updated_at=now
+        )
+        run_ids = {r for _, r in expired} | set(
+            ProviderCall.objects.filter(id__in=lost_ids).exclude(run_id=None).values_list("run_id", flat=True)
+        )
+    if sent or abandoned or expired:
+        log.warning("reaper: %d calls lost, %d items failed, %d reservations released, %d items requeued",
+                    len(sent), failed, abandoned, len(expired))
+        runs_refresh(run_ids, now=now)
+    return {"lost": len(sent), "failed": failed, "abandoned": abandoned, "requeued": len(expired)}
+
+
+# --- run counters --------------------------------------------------------------------------------
+
+RunFinished = Callable[[str], None]
+_finish_hooks: list[RunFinished] = []
+
+
+def on_run_finished(hook: RunFinished) -> None:
+    """Register what happens once when a run's last item settles (the report writer)."""
+    if hook not in _finish_hooks:
+        _finish_hooks.append(hook)
+
+
+def runs_refresh(run_ids: Iterable[str], *, now: dt.datetime) -> list[str]:
+    """Recount the runs' counters from their items (SQL aggregates) and finish runs with nothing left.
+
+    Returns the run ids this call finished; for each, the finish hooks run exactly once fleet-wide
+    (the conditional update on ``finished_at IS NULL`` picks one winner).
+    """
+    run_ids = [r for r in set(run_ids) if r]
+    if not run_ids:
+        return []
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    rows = (
+        RunItem.objects.filter(run_id__in=run_ids)
+        .values("run_id", "status")
+        .annotate(n=Count("id"), n_cached=Count("id", filter=Q(cached=True, status=ItemStatus.DONE)),
+                  n_fresh=Count("id", filter=Q(cached=False, status=ItemStatus.DONE, provider_call__isnull=False)))
+    )
+    for row in rows:
+        c = counts[row["run_id"]]
+        c[row["status"]] += row["n"]
+        c["cached"] += row["n_cached"]
+        c["fresh"] += row["n_fresh"]
+    spend = dict(
+        ProviderCall.objects.filter(run_id__in=run_ids).values("run_id").annotate(s=Sum("cost_cents")).values_list("run_id", "s")
+    )
+    finished: list[str] = []
+    for run_id in run_ids:
+        c = counts[run_id]
+        total = sum(c[s] for s in ItemStatus.values)
+        Run.objects.filter(run_id=run_id).update(
+            total=total, queued=c[ItemStatus.QUEUED], in_flight=c[ItemStatus.IN_FLIGHT], done=c[ItemStatus.DONE],
+            failed=c[ItemStatus.FAILED], cache_hits=c["cached"], provider_served=c["fresh"], cost_cents=spend.get(run_id) or 0,
+        )
+        if c[ItemStatus.QUEUED] == 0 and c[ItemStatus.IN_FLIGHT] == 0:
+            won = Run.objects.filter(run_id=run_id, finished_at__isnull=True).update(
+                finished_at=now, soft_paused=False, reason=None
+            )
+            if won:
+                Run.objects.filter(run_id=run_id, started_at__isnull=True).update(started_at=now)
+                finished.append(run_id)
+    for run_id in finished:
+        log.info("run %s finished", run_id)
+        for hook in _finish_hooks:
+            try:
+                hook(run_id)
+            except Exception:  # the run is finished either way; a report can be re-made on demand
+                log.exception("after-finish step failed for run %s", run_id)
+    return finished
+

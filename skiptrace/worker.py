@@ -1,0 +1,125 @@
+"""The queue worker (after healthchecks' sendalerts and procrastinate's worker).
+
+``Worker.process_one_batch()`` is the unit the tests call: claim up to SKIP_TRACE_BATCH_SIZE
+items, run them through the money path, return True if it did work. ``run()`` keeps
+``concurrency`` threads doing that until shut down; the signal handler only sets ``shutdown``, and
+the threads finish the batch they hold (its request, its recording) before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Q
+from django.utils import timezone
+
+from skiptrace import guards, service
+from skiptrace.models import ItemStatus, RunItem
+from skiptrace.provider import BatchDataClient
+
+log = logging.getLogger("convexa.worker")
+
+HOUSEKEEPING_EVERY_S = 30.0
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+        client: BatchDataClient | None = None,
+        clock: Callable = timezone.now,
+        run_id: str | None = None,
+        idle_sleep_s: float = 0.25,
+    ) -> None:
+        self.concurrency = concurrency or settings.SKIP_TRACE_CONCURRENCY
+        self.batch_size = batch_size or settings.SKIP_TRACE_BATCH_SIZE
+        self.client = client or BatchDataClient.from_settings()
+        self.clock = clock
+        self.run_id = run_id
+        self.idle_sleep_s = idle_sleep_s
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.shutdown = False
+        self._housekeeping_at = 0.0
+        self._housekeeping_lock = threading.Lock()
+
+    # -- single steps (what tests call) --
+
+    def housekeeping(self, *, force: bool = False) -> None:
+        """Reap expired leases and let budget-paused runs go on when a new day has room."""
+        with self._housekeeping_lock:
+            if not force and time.monotonic() - self._housekeeping_at < HOUSEKEEPING_EVERY_S:
+                return
+            self._housekeeping_at = time.monotonic()
+        now = self.clock()
+        service.leases_reap(now=now)
+        guards.budget_unpause(now)
+
+    def process_one_batch(self) -> bool:
+        """Claim and process one batch. True = did work; False = nothing was claimable."""
+        close_old_connections()
+        self.housekeeping()
+        items = service.items_claim(limit=self.batch_size, now=self.clock(), worker_id=self.worker_id, run_id=self.run_id)
+        if not items:
+            return False
+        service.batch_process(items, client=self.client, clock=self.clock, worker_id=self.worker_id)
+        return True
+
+    def has_pending_work(self) -> bool:
+        """Items queued in runs that may proceed, or in flight anywhere (for --exit-when-idle)."""
+        pending = RunItem.objects.filter(
+            Q(status=ItemStatus.IN_FLIGHT)
+            | Q(status=ItemStatus.QUEUED, run__paused_by_operator=False, run__finished_at__isnull=True)
+            & (Q(run__soft_paused=False) | Q(run__override_budget=True))
+        )
+        if self.run_id is not None:
+            pending = pending.filter(run_id=self.run_id)
+        return pending.exists()
+
+    # -- the loop --
+
+    def run(self, *, exit_when_idle: bool = False) -> None:
+        log.info("worker %s starting: %d threads, batch %d, provider %s (%s)", self.worker_id, self.concurrency,
+                 self.batch_size, self.client.url, self.client.masked_auth)
+        self.housekeeping(force=True)
+        threads = [
+            threading.Thread(target=self._loop, args=(exit_when_idle,), name=f"skiptrace-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.2)
+        finally:
+            self.shutdown = True
+            for thread in threads:
+                thread.join()
+        log.info("worker %s stopped", self.worker_id)
+
+    def _loop(self, exit_when_idle: bool) -> None:
+        try:
+            while not self.shutdown:
+                try:
+                    did_work = self.process_one_batch()
+                except Exception:  # one bad batch must not kill the worker; its leases expire and it is retried
+                    log.exception("batch failed; its items return to the queue when their lease expires")
+                    did_work = False
+                    time.sleep(1.0)
+                if did_work:
+                    continue
+                if exit_when_idle and not self.has_pending_work():
+                    return
+                time.sleep(self.idle_sleep_s)
+        finally:
+            connection.close()
