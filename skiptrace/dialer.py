@@ -47,14 +47,24 @@ _STREAM_CHUNK_ROWS = 500
 
 def safe_cell(value: Any) -> str:
     """The cell as text, with a leading ``'`` when a spreadsheet could read it as a formula."""
-    text = "" if value is None else str(value)
+    text = value if value.__class__ is str else ("" if value is None else str(value))
     if text.startswith(_FORMULA_PREFIXES):
         return "'" + text
     return text
 
 
+def _safe_row(row: Iterable[Any]) -> list[str]:
+    # safe_cell inlined for plain strings: this runs for every cell of a 100k-row file.
+    return [
+        ("'" + c if c.startswith(_FORMULA_PREFIXES) else c) if c.__class__ is str else safe_cell(c)
+        for c in row
+    ]
+
+
 def phone_10(number: Any) -> str | None:
     """``+18135550142`` -> ``8135550142``; None when it is not a 10-digit (NANP) number."""
+    if number.__class__ is str and len(number) == 12 and number.startswith("+1") and number[2:].isdigit():
+        return number[2:]  # E.164, what the parser stores: the fast path
     if number is None or isinstance(number, bool):
         return None
     digits = _NON_DIGITS.sub("", str(number))
@@ -63,11 +73,12 @@ def phone_10(number: Any) -> str | None:
     return digits if len(digits) == 10 else None
 
 
-def _phone_sort_key(phone: dict) -> tuple[bool, bool, int]:
+def _phone_sort_key(item: tuple[dict, str]) -> tuple[bool, bool, float]:
+    phone = item[0]
     confidence = phone.get("confidence")
-    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
-        confidence = None
-    return (phone.get("type") != MOBILE, confidence is None, -(confidence or 0))
+    if confidence is None or isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        return (phone.get("type") != MOBILE, True, 0)
+    return (phone.get("type") != MOBILE, False, -confidence)
 
 
 def callable_phones(contacts: dict | None) -> tuple[list[str], int]:
@@ -75,35 +86,77 @@ def callable_phones(contacts: dict | None) -> tuple[list[str], int]:
 
     A number listed twice counts once; if any of its entries is DNC or TCPA flagged, it is left out.
     """
-    phones = [p for p in ((contacts or {}).get("phones") or ()) if isinstance(p, dict)]
     flagged: set[str] = set()
-    for p in phones:
-        digits = phone_10(p.get("number"))
-        if digits and (p.get("isDoNotCall") or p.get("isTcpa")):
-            flagged.add(digits)
-    out: list[str] = []
-    seen: set[str] = set()
-    for p in sorted(phones, key=_phone_sort_key):  # sorted() is stable: provider order breaks ties
-        digits = phone_10(p.get("number"))
-        if not digits or digits in flagged or digits in seen:
+    candidates: list[tuple[dict, str]] = []
+    for p in (contacts or {}).get("phones") or ():
+        if not isinstance(p, dict):
             continue
-        seen.add(digits)
-        out.append(digits)
+        digits = phone_10(p.get("number"))
+        if not digits:
+            continue
+        if p.get("isDoNotCall") or p.get("isTcpa"):
+            flagged.add(digits)
+        else:
+            candidates.append((p, digits))
+    out: list[str] = []
+    if len(candidates) > 1:
+        candidates.sort(key=_phone_sort_key)  # list.sort is stable: provider order breaks ties
+    for _, digits in candidates:
+        if digits not in flagged and digits not in out:
+            out.append(digits)
     return out, len(flagged)
 
 
 def ordered_emails(contacts: dict | None) -> list[str]:
     """Email addresses in provider order, primary first, without repeats (case-insensitive)."""
     emails = [e for e in ((contacts or {}).get("emails") or ()) if isinstance(e, dict)]
+    if len(emails) > 1:
+        emails.sort(key=lambda e: not e.get("isPrimary"))
     out: list[str] = []
     seen: set[str] = set()
-    for e in sorted(emails, key=lambda e: not e.get("isPrimary")):
+    for e in emails:
         address = str(e.get("address") or "").strip()
         if not address or address.lower() in seen:
             continue
         seen.add(address.lower())
         out.append(address)
     return out
+
+
+def contact_cells(contacts: dict | None, source: str = "batchdata") -> tuple[list[str], str]:
+    """The contact part of a row: (``Phone1..Email1_source`` cells, ``DNC_Excluded`` cell), already safe.
+
+    Depends only on the contacts, so callers may compute it once per provider call.
+    """
+    phones, excluded = callable_phones(contacts)
+    emails = ordered_emails(contacts)
+    phone_cells = (phones + [""] * MAX_PHONES)[:MAX_PHONES]
+    email_cells = (emails + [""] * MAX_EMAILS)[:MAX_EMAILS]
+    cells = [
+        *phone_cells,
+        *email_cells,
+        source if phone_cells[0] else "",
+        source if email_cells[0] else "",
+    ]
+    return _safe_row(cells), str(excluded)
+
+
+_EMPTY_CONTACT_CELLS = [""] * (MAX_PHONES + MAX_EMAILS + 2)
+
+
+def row_from_cells(
+    *, lead_id: str, address: str, owner: str, cells: tuple[list[str], str] | None, cached: bool
+) -> list[str]:
+    """A dialer row from :func:`contact_cells` output (None = no contacts: empty cells, ``0`` excluded)."""
+    contact, excluded = cells if cells is not None else (_EMPTY_CONTACT_CELLS, "0")
+    return [
+        safe_cell(lead_id),
+        safe_cell(address),
+        safe_cell(owner),
+        *contact,
+        "yes" if cached else "no",
+        excluded,
+    ]
 
 
 def dialer_row(
@@ -116,22 +169,9 @@ def dialer_row(
     cached: bool,
 ) -> list[str]:
     """One dialer CSV row (``DIALER_HEADER`` order). ``contacts=None`` (failed, unmatched) = empty cells."""
-    phones, excluded = callable_phones(contacts)
-    emails = ordered_emails(contacts)
-    phone_cells = (phones + [""] * MAX_PHONES)[:MAX_PHONES]
-    email_cells = (emails + [""] * MAX_EMAILS)[:MAX_EMAILS]
-    row = [
-        lead_id,
-        address,
-        owner,
-        *phone_cells,
-        *email_cells,
-        source if phone_cells[0] else "",
-        source if email_cells[0] else "",
-        "yes" if cached else "no",
-        str(excluded),
-    ]
-    return [safe_cell(cell) for cell in row]
+    return row_from_cells(
+        lead_id=lead_id, address=address, owner=owner, cells=contact_cells(contacts, source), cached=cached
+    )
 
 
 def _writer(fh: TextIO) -> Any:
@@ -147,7 +187,7 @@ def write_dialer_csv(rows: Iterable[list[str]], fh: TextIO) -> int:
     writer.writerow(DIALER_HEADER)
     count = 0
     for row in rows:
-        writer.writerow([safe_cell(cell) for cell in row])
+        writer.writerow(_safe_row(row))
         count += 1
     return count
 
@@ -160,7 +200,7 @@ def stream_dialer_csv(rows: Iterable[list[str]]) -> Iterator[str]:
     writer.writerow(DIALER_HEADER)
     pending = 0
     for row in rows:
-        writer.writerow([safe_cell(cell) for cell in row])
+        writer.writerow(_safe_row(row))
         pending += 1
         if pending >= _STREAM_CHUNK_ROWS:
             yield buf.getvalue()

@@ -290,8 +290,11 @@ def _build_limiter():
         conninfo = f"host={db.get('HOST') or 'localhost'} port={db.get('PORT') or 5432} dbname={connection.settings_dict['NAME']} user={db.get('USER') or 'postgres'}"
         if db.get("PASSWORD"):
             conninfo += f" password={db['PASSWORD']}"
-        pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True, kwargs={"autocommit": True})
+        # Not autocommit: the bucket's LOCK TABLE must run inside the transaction that
+        # pool.connection() opens and commits.
+        pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True)
         bucket = PostgresBucket(pool, "convexa_provider", [rate])
+        bucket.convexa_pool = pool
     else:
         from pyrate_limiter import SQLiteBucket
 
@@ -304,6 +307,11 @@ def reset_rate_limiter() -> None:
     """Forget the process's limiter (tests that change SKIP_TRACE_RPS)."""
     global _limiter
     with _limiter_lock:
+        if _limiter is not None:
+            for bucket in _limiter.buckets():
+                pool = getattr(bucket, "convexa_pool", None)
+                if pool is not None:
+                    pool.close()
         _limiter = None
 
 

@@ -269,9 +269,11 @@ def _clean(text: str | None, *, street: bool = False) -> str:
 _HOUSE_NUMBER = re.compile(r"^\d")
 _FRACTION = re.compile(r"^\d+/\d+$")
 _ORDINAL = re.compile(r"^(\d+)(?:ST|ND|RD|TH)$")
-# "APT3", "STE210", "FL2", "UNIT5B": a designator glued to a numeric identifier.
+# "APT3", "STE210", "FLOOR2", "UNIT5B": a designator glued to a numeric identifier.
+# (Glued letters, "APTB", are left alone: "RMZ" or "PHX" could be anything.)
 _GLUED_UNIT = re.compile(
-    r"^(APT|UNIT|STE|SUITE|RM|ROOM|SPC|LOT|TRLR|FL|FLR|BLDG|DEPT|PH)(\d[0-9A-Z]*)$"
+    r"^(" + "|".join(sorted((d for d in UNIT_DESIGNATORS if d != "#"), key=len, reverse=True))
+    + r")(\d[0-9A-Z]*)$"
 )
 
 

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,7 +29,7 @@ from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When, Win
 from django.db.models.functions import Coalesce, Left, RowNumber, StrIndex, Trim
 from django.utils import timezone
 
-from skiptrace.dialer import dialer_row, write_dialer_csv
+from skiptrace.dialer import contact_cells, row_from_cells, write_dialer_csv
 from skiptrace.models import OPEN_CALL_STATES, CallState, ItemStatus, ProviderCall, Run, RunItem
 
 REPORT_NAME = "report.json"
@@ -99,8 +99,10 @@ def write_run_artifacts(run: Run) -> tuple[Path, Path]:
     """Write ``report.json`` and ``enriched.csv`` of ``run``; set ``run.report_written_at``."""
     report_path, csv_path = artifact_paths(run.run_id)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(csv_path, lambda fh: write_dialer_csv(iter_run_dialer_rows(run), fh), encoding="utf-8-sig")
-    report = run_report(run)
+    # One pass over the items writes the CSV and tallies the report's hit rate and samples.
+    scan = _ContactScan()
+    _atomic_write(csv_path, lambda fh: write_dialer_csv(_dialer_rows(run, scan), fh), encoding="utf-8-sig")
+    report = _build_report(run, scan)
     _atomic_write(
         report_path,
         lambda fh: json.dump(report, fh, ensure_ascii=False, indent=2),
@@ -127,24 +129,8 @@ def parse_contacts(raw: str | None) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-class _LRU:
-    """A small LRU dict: parse each distinct call's contacts once (cache hits share a call)."""
-
-    def __init__(self, maxsize: int = CONTACTS_CACHE_SIZE) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-
-    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        try:
-            self._data.move_to_end(key)
-            return self._data[key]
-        except KeyError:
-            pass
-        value = compute()
-        self._data[key] = value
-        if len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-        return value
+def _has_any(contacts: dict | None, key: str) -> bool:
+    return any(isinstance(x, dict) for x in ((contacts or {}).get(key) or ()))
 
 
 def _phones(contacts: dict | None) -> list[dict]:
@@ -155,20 +141,63 @@ def _emails(contacts: dict | None) -> list[dict]:
     return [e for e in ((contacts or {}).get("emails") or ()) if isinstance(e, dict)]
 
 
+class _CallFacts:
+    """What one provider call's contacts mean for a report and a CSV row (dialer cells on demand)."""
+
+    __slots__ = ("contacts", "has_phone", "has_email", "_cells")
+
+    def __init__(self, contacts: dict | None) -> None:
+        self.contacts = contacts
+        self.has_phone = _has_any(contacts, "phones")
+        self.has_email = _has_any(contacts, "emails")
+        self._cells: tuple[list[str], str] | None = None
+
+    def cells(self, source: str) -> tuple[list[str], str]:
+        if self._cells is None:
+            self._cells = contact_cells(self.contacts, source)
+        return self._cells
+
+
+class _ContactScan:
+    """One streamed pass over a run's items: parses each distinct call's contacts JSON once (a small
+    LRU keyed by call id: cache hits of one run share a call) and tallies, over the done items, how
+    many have a phone / an email, keeping the first few enriched item ids as samples."""
+
+    def __init__(self, maxsize: int = CONTACTS_CACHE_SIZE) -> None:
+        self.maxsize = maxsize
+        self._facts: OrderedDict[int, _CallFacts] = OrderedDict()
+        self.phone_any = 0
+        self.email_any = 0
+        self.sample_ids: list[int] = []
+
+    def facts(self, call_id: int, raw: str | None) -> _CallFacts:
+        facts = self._facts.get(call_id)
+        if facts is not None:
+            self._facts.move_to_end(call_id)
+            return facts
+        facts = self._facts[call_id] = _CallFacts(parse_contacts(raw))
+        if len(self._facts) > self.maxsize:
+            self._facts.popitem(last=False)
+        return facts
+
+    def tally(self, item_id: int, facts: _CallFacts) -> None:
+        """Count one done item served by a call (call in position order)."""
+        self.phone_any += facts.has_phone
+        self.email_any += facts.has_email
+        if (facts.has_phone or facts.has_email) and len(self.sample_ids) < SAMPLES_ENRICHED:
+            self.sample_ids.append(item_id)
+
+
 # --------------------------------------------------------------------------------------------
 # Dialer CSV rows
 
 
-def iter_run_dialer_rows(run: Run) -> Iterator[list[str]]:
-    """One dialer row per item of ``run``, by position; failed/unmatched items keep an empty row.
-
-    One streamed query (items joined to their call, only the columns the CSV needs).
-    """
-    cache = _LRU()
+def _dialer_rows(run: Run, scan: _ContactScan) -> Iterator[list[str]]:
     rows = (
         RunItem.objects.filter(run_id=run.pk)
         .order_by("position", "id")
         .values_list(
+            "id",
             "lead_id",
             "address_display",
             "owner_display",
@@ -179,20 +208,27 @@ def iter_run_dialer_rows(run: Run) -> Iterator[list[str]]:
             "provider_call__parsed_contacts_json",
         )
     )
-    for lead_id, address, owner, cached, status, call_id, provider, raw in rows.iterator(
+    done = ItemStatus.DONE.value
+    for item_id, lead_id, address, owner, cached, status, call_id, provider, raw in rows.iterator(
         chunk_size=CHUNK_SIZE
     ):
-        contacts = None
-        if status == ItemStatus.DONE and call_id is not None:
-            contacts = cache.get(call_id, lambda raw=raw: parse_contacts(raw))
-        yield dialer_row(
-            lead_id=lead_id,
-            address=address or "",
-            owner=owner or "",
-            contacts=contacts,
-            source=provider or DEFAULT_SOURCE,
-            cached=bool(cached),
+        cells = None
+        if status == done and call_id is not None:
+            facts = scan.facts(call_id, raw)
+            scan.tally(item_id, facts)
+            cells = facts.cells(provider or DEFAULT_SOURCE)
+        yield row_from_cells(
+            lead_id=lead_id, address=address or "", owner=owner or "", cells=cells, cached=cached
         )
+
+
+def iter_run_dialer_rows(run: Run) -> Iterator[list[str]]:
+    """One dialer row per item of ``run``, by position; failed/unmatched items keep an empty row.
+
+    One streamed query (items joined to their call, only the columns the CSV needs); a done item's
+    contact cells are computed once per distinct provider call.
+    """
+    return _dialer_rows(run, _ContactScan())
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,33 +294,17 @@ def _call_counts(run: Run) -> dict[str, int]:
     )
 
 
-def _contact_stream(run: Run, done: int) -> tuple[dict[str, float], list[int]]:
-    """Phone/email hit rates over the done items, and the ids of the first enriched items.
-
-    Streams (item id, call id, contacts JSON) of the done items that have a call; each distinct
-    call's JSON is parsed once.
-    """
-    flags = _LRU()
-    phone_any = email_any = 0
-    sample_ids: list[int] = []
+def _scan_done_items(run: Run) -> _ContactScan:
+    """The report's own pass (when no CSV is being written): the done items that have a call."""
+    scan = _ContactScan()
     rows = (
         RunItem.objects.filter(run_id=run.pk, status=ItemStatus.DONE, provider_call__isnull=False)
         .order_by("position", "id")
         .values_list("id", "provider_call_id", "provider_call__parsed_contacts_json")
     )
-
-    def has(raw: str | None) -> tuple[bool, bool]:
-        contacts = parse_contacts(raw)
-        return bool(_phones(contacts)), bool(_emails(contacts))
-
     for item_id, call_id, raw in rows.iterator(chunk_size=CHUNK_SIZE):
-        has_phone, has_email = flags.get(call_id, lambda raw=raw: has(raw))
-        phone_any += has_phone
-        email_any += has_email
-        if (has_phone or has_email) and len(sample_ids) < SAMPLES_ENRICHED:
-            sample_ids.append(item_id)
-    hit_rate = {"phone_any_pct": _pct(phone_any, done), "email_any_pct": _pct(email_any, done)}
-    return hit_rate, sample_ids
+        scan.tally(item_id, scan.facts(call_id, raw))
+    return scan
 
 
 def _enriched_samples(sample_ids: list[int]) -> list[dict]:
@@ -399,10 +419,19 @@ def _error_groups(run: Run, failed: int) -> list[dict]:
 
 def run_report(run: Run) -> dict:
     """The seed's report JSON for ``run`` (every key of its schema), plus a few extras for ops."""
+    return _build_report(run, None)
+
+
+def _build_report(run: Run, scan: _ContactScan | None) -> dict:
     generated_at = timezone.now()
     items = _item_counts(run)
     calls = _call_counts(run)
-    hit_rate, sample_ids = _contact_stream(run, items["done"])
+    if scan is None:
+        scan = _scan_done_items(run)
+    hit_rate = {
+        "phone_any_pct": _pct(scan.phone_any, items["done"]),
+        "email_any_pct": _pct(scan.email_any, items["done"]),
+    }
     served = items["cached_hits"] + items["provider_served"]
     duration = 0.0
     if run.started_at and run.finished_at:
@@ -431,7 +460,7 @@ def run_report(run: Run) -> dict:
         },
         "errors": _error_groups(run, items["failed"]),
         "samples": {
-            "enriched": _enriched_samples(sample_ids),
+            "enriched": _enriched_samples(scan.sample_ids),
             "failed": _failed_samples(run),
         },
         # --- extras (allowed by the contract) ---

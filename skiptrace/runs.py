@@ -129,13 +129,13 @@ def run_resume(*, run: Run, override_budget: bool, now: dt.datetime | None = Non
     """
     now = now or timezone.now()
     with transaction.atomic():
+        queued = RunItem.objects.filter(run=run, status=ItemStatus.QUEUED).update(not_before=None, updated_at=now)
         failed = (
             RunItem.objects.filter(run=run, status=ItemStatus.FAILED)
             .exclude(last_error__startswith="invalid_input")
             .update(status=ItemStatus.QUEUED, attempt=0, not_before=None, lease_until=None,
                     resend_allowed=True, updated_at=now)
         )
-        queued = RunItem.objects.filter(run=run, status=ItemStatus.QUEUED).update(not_before=None, updated_at=now)
         update: dict = {"paused_by_operator": False}
         if override_budget:
             update.update(override_budget=True, soft_paused=False)

@@ -66,7 +66,6 @@ class Worker:
 
     def process_one_batch(self) -> bool:
         """Claim and process one batch. True = did work; False = nothing was claimable."""
-        close_old_connections()
         self.housekeeping()
         items = service.items_claim(limit=self.batch_size, now=self.clock(), worker_id=self.worker_id, run_id=self.run_id)
         if not items:
@@ -110,6 +109,7 @@ class Worker:
     def _loop(self, exit_when_idle: bool) -> None:
         try:
             while not self.shutdown:
+                close_old_connections()  # a fresh connection per unit of work survives DB restarts
                 try:
                     did_work = self.process_one_batch()
                 except Exception:  # one bad batch must not kill the worker; its leases expire and it is retried
