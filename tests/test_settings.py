@@ -70,3 +70,11 @@ def test_settings_carry_contract_defaults(settings):
     assert settings.CIRCUIT_MIN_SAMPLES == 30
     assert settings.BATCHDATA_SKIPTRACE_PATH == "/api/v1/property/skip-trace"
     assert settings.DEBUG is False
+
+
+def test_env_example_lists_every_key_settings_read():
+    import re
+
+    read = set(re.findall(r'E\.\w+\("([A-Z_]+)"', (ROOT / "convexa" / "settings.py").read_text()))
+    listed = set(re.findall(r"^#?\s?([A-Z_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    assert read <= listed, f"missing from .env.example: {sorted(read - listed)}"

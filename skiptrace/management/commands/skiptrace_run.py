@@ -64,7 +64,7 @@ class Command(BaseCommand):
             run.refresh_from_db()
             progress.show(run, time.monotonic() - start)
         run.refresh_from_db()
-        progress.show(run, time.monotonic() - start, final=True)
+        progress.show(run, time.monotonic() - start, final=True)  # the last state, once
         if run.state != "finished":
             self.stderr.write(f"run {run.run_id} is {run.state} ({run.reason or 'stopped'}); resume it later")
             return
@@ -96,7 +96,7 @@ class Progress:
     def __init__(self, out, *, total: int) -> None:
         self.out, self.total = out, max(total, 1)
         self.tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-        self._last_line = ""
+        self._last_key: tuple = ()
 
     def show(self, run: Run, elapsed: float, *, final: bool = False) -> None:
         settled = (run.done or 0) + (run.failed or 0)
@@ -107,9 +107,10 @@ class Progress:
         bar = "#" * filled + "-" * (width - filled)
         line = (f"[{bar}] {settled}/{self.total} done {run.done or 0} failed {run.failed or 0} "
                 f"cached {run.cache_hits} {rate:.0f}/s ETA {'-' if eta == float('inf') else f'{eta:.0f}s'} {run.state}")
+        key = (settled, run.cache_hits, run.state)
         if self.tty:
             self.out.write("\r" + line, ending="\n" if final else "")
             self.out.flush()
-        elif final or line != self._last_line:
+        elif key != self._last_key:  # a log file gets a line per change, not per tick
             self.out.write(line)
-        self._last_line = line
+        self._last_key = key
