@@ -132,13 +132,14 @@ def contact_cells(contacts: dict | None, source: str = "batchdata") -> tuple[lis
     emails = ordered_emails(contacts)
     phone_cells = (phones + [""] * MAX_PHONES)[:MAX_PHONES]
     email_cells = (emails + [""] * MAX_EMAILS)[:MAX_EMAILS]
+    # Phone cells are digits only; emails and the source name could start with "+" or "-".
     cells = [
         *phone_cells,
-        *email_cells,
-        source if phone_cells[0] else "",
-        source if email_cells[0] else "",
+        *_safe_row(email_cells),
+        safe_cell(source) if phone_cells[0] else "",
+        safe_cell(source) if email_cells[0] else "",
     ]
-    return _safe_row(cells), str(excluded)
+    return cells, str(excluded)
 
 
 _EMPTY_CONTACT_CELLS = [""] * (MAX_PHONES + MAX_EMAILS + 2)
@@ -178,14 +179,21 @@ def _writer(fh: TextIO) -> Any:
     return csv.writer(fh, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
 
 
-def write_dialer_csv(rows: Iterable[list[str]], fh: TextIO) -> int:
+def write_dialer_csv(rows: Iterable[list[str]], fh: TextIO, *, _rows_are_safe: bool = False) -> int:
     """Header + rows into ``fh`` (opened with ``encoding="utf-8-sig", newline=""``); returns rows written.
 
-    Cells pass through :func:`safe_cell` again (it is idempotent), so rows built elsewhere are safe too.
+    Cells pass through :func:`safe_cell` again (it is idempotent), so rows built elsewhere are safe
+    too; ``_rows_are_safe`` skips that for rows made by :func:`dialer_row` / :func:`row_from_cells`.
     """
     writer = _writer(fh)
     writer.writerow(DIALER_HEADER)
     count = 0
+    if _rows_are_safe:
+        writerow = writer.writerow
+        for row in rows:
+            writerow(row)
+            count += 1
+        return count
     for row in rows:
         writer.writerow(_safe_row(row))
         count += 1

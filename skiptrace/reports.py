@@ -101,7 +101,11 @@ def write_run_artifacts(run: Run) -> tuple[Path, Path]:
     report_path.parent.mkdir(parents=True, exist_ok=True)
     # One pass over the items writes the CSV and tallies the report's hit rate and samples.
     scan = _ContactScan()
-    _atomic_write(csv_path, lambda fh: write_dialer_csv(_dialer_rows(run, scan), fh), encoding="utf-8-sig")
+    _atomic_write(
+        csv_path,
+        lambda fh: write_dialer_csv(_dialer_rows(run, scan), fh, _rows_are_safe=True),
+        encoding="utf-8-sig",
+    )
     report = _build_report(run, scan)
     _atomic_write(
         report_path,
@@ -130,7 +134,8 @@ def parse_contacts(raw: str | None) -> dict | None:
 
 
 def _has_any(contacts: dict | None, key: str) -> bool:
-    return any(isinstance(x, dict) for x in ((contacts or {}).get(key) or ()))
+    values = contacts.get(key) if contacts else None
+    return bool(values) and isinstance(values, list) and any(isinstance(x, dict) for x in values)
 
 
 def _phones(contacts: dict | None) -> list[dict]:

@@ -708,9 +708,26 @@ def runs_refresh(run_ids: Iterable[str], *, now: dt.datetime) -> list[str]:
     Returns the run ids this call finished; for each, the finish hooks run exactly once fleet-wide
     (the conditional update on ``finished_at IS NULL`` picks one winner).
     """
-    run_ids = [r for r in set(run_ids) if r]
+    run_ids = sorted(r for r in set(run_ids) if r)
     if not run_ids:
         return []
+    with transaction.atomic():
+        # Serialize recounts of a run: a recount that read before another batch committed must not
+        # write its older numbers last (SQLite: the IMMEDIATE write lock; PostgreSQL: the row lock).
+        if connection.vendor == "postgresql":
+            list(Run.objects.select_for_update().filter(run_id__in=run_ids).values_list("run_id", flat=True))
+        finished = _recount(run_ids, now=now)
+    for run_id in finished:
+        log.info("run %s finished", run_id)
+        for hook in _finish_hooks:
+            try:
+                hook(run_id)
+            except Exception:  # the run is finished either way; a report can be re-made on demand
+                log.exception("after-finish step failed for run %s", run_id)
+    return finished
+
+
+def _recount(run_ids: list[str], *, now: dt.datetime) -> list[str]:
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     rows = (
         RunItem.objects.filter(run_id__in=run_ids)
@@ -741,12 +758,5 @@ def runs_refresh(run_ids: Iterable[str], *, now: dt.datetime) -> list[str]:
             if won:
                 Run.objects.filter(run_id=run_id, started_at__isnull=True).update(started_at=now)
                 finished.append(run_id)
-    for run_id in finished:
-        log.info("run %s finished", run_id)
-        for hook in _finish_hooks:
-            try:
-                hook(run_id)
-            except Exception:  # the run is finished either way; a report can be re-made on demand
-                log.exception("after-finish step failed for run %s", run_id)
     return finished
 

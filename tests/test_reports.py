@@ -281,6 +281,22 @@ def test_contacts_of_a_shared_call_are_parsed_once(monkeypatch):
     assert len(calls) == 1
 
 
+def test_writing_both_files_reads_each_calls_contacts_once(monkeypatch):
+    run = make_mixed_run()
+    shared = make_call("run-0", contacts_=FULL)
+    for i in range(5):
+        make_item(run, f"S{i}", call=shared, cached=True, position=100 + i)
+    parsed = []
+    real = reports.parse_contacts
+    monkeypatch.setattr(reports, "parse_contacts", lambda raw: parsed.append(raw) or real(raw))
+    report_path, _ = write_run_artifacts(run)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    distinct_done_calls = 5  # L1, L2, L3 (other run's), L4 final, the shared one
+    assert len(parsed) == distinct_done_calls + len(report["samples"]["enriched"])
+    assert report["hit_rate"] == {"phone_any_pct": 88.9, "email_any_pct": 88.9}
+    assert report["cache_hit_ratio"] == round(6 / 9, 4)
+
+
 # ------------------------------------------------------------------------------------------------
 # budgets
 
@@ -515,11 +531,11 @@ def test_a_write_that_fails_midway_keeps_the_previous_complete_file(monkeypatch)
     _, csv_path = write_run_artifacts(run)
     before = csv_path.read_bytes()
 
-    def broken_rows(run):
-        yield from iter_run_dialer_rows(run)
+    def broken_writer(rows, fh, **kwargs):
+        fh.write("half a file")
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(reports, "iter_run_dialer_rows", broken_rows)
+    monkeypatch.setattr(reports, "write_dialer_csv", broken_writer)
     with pytest.raises(RuntimeError):
         write_run_artifacts(run)
     assert csv_path.read_bytes() == before

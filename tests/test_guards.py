@@ -1,0 +1,208 @@
+"""Budget, circuit breaker, rate limit and concurrency gate: each holds for the whole fleet."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+import responses
+from django.db import connections
+
+from skiptrace import guards
+from skiptrace.models import CallState, GuardState, ItemStatus, ProviderCall, Run, RunItem
+from skiptrace.runs import run_create, run_resume
+from skiptrace.service import Policy
+from skiptrace.worker import Worker
+from tests.test_service import URL, FakeBatchData, create, items, lead, work
+from tests.test_worker import leads, start_worker, subprocess_env
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def provider():
+    fake = FakeBatchData()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_callback(responses.POST, URL, callback=fake)
+        yield fake
+
+
+# --- budget --------------------------------------------------------------------------------------
+
+
+def test_budget_smaller_than_one_match_pauses_before_any_call_and_override_resumes(provider, settings):
+    settings.SKIP_TRACE_DAILY_BUDGET_CENTS = 10
+    settings.SKIP_TRACE_COST_PER_MATCH_CENTS = 25
+    run = create(lead("A-1"), lead("B-1", street="12 Elm St"))
+    work()
+    assert provider.items == []  # worst case $0.25 does not fit $0.10: nothing leaves
+    run.refresh_from_db()
+    assert run.soft_paused and run.reason == "daily_budget" and run.state == "paused"
+    assert {i.status for i in items(run)} == {ItemStatus.QUEUED}
+
+    run_resume(run=run, override_budget=True)
+    work()
+    run.refresh_from_db()
+    assert len(provider.items) == 2 and run.state == "finished"
+    assert run.cost_cents == 50  # the override is explicit: this run may pass the cap
+
+
+def test_budget_cuts_a_batch_to_what_fits_and_pauses_the_rest(provider, settings):
+    settings.SKIP_TRACE_DAILY_BUDGET_CENTS = 30
+    settings.SKIP_TRACE_COST_PER_MATCH_CENTS = 7
+    run = run_create(source_label="t", leads=leads(10), policy=Policy()).run
+    work()
+    assert len(provider.items) == 4  # 4 x 7 = 28 <= 30; a fifth would be 35
+    run.refresh_from_db()
+    assert run.state == "paused" and run.done == 4 and run.queued == 6
+    assert guards.budget_spent_cents_today() <= 30
+
+
+def test_new_budget_day_resumes_paused_runs_by_itself(provider, settings, clock):
+    settings.SKIP_TRACE_DAILY_BUDGET_CENTS = 7
+    run = create(lead("A-1"), lead("B-1", street="12 Elm St"), now=clock())
+    work(clock)
+    run.refresh_from_db()
+    assert run.state == "paused" and len(provider.items) == 1
+    clock.advance(days=1)
+    worker = Worker(concurrency=1, clock=clock)
+    worker.housekeeping(force=True)
+    while worker.process_one_batch():
+        pass
+    run.refresh_from_db()
+    assert run.state == "finished" and len(provider.items) == 2
+
+
+def test_budget_counts_open_calls_at_their_estimate(provider, settings, clock):
+    settings.SKIP_TRACE_DAILY_BUDGET_CENTS = 14
+    ProviderCall.objects.create(
+        provider="batchdata", idempotency_key="x" * 64, lead_id="Z", request_json="{}", signature="s" * 64,
+        batch_id="other", budget_day=guards.budget_day(clock()), estimate_cents=7, state=CallState.SENT,
+    )
+    assert guards.budget_fit(5, now=clock()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_spend_never_passes_the_cap_with_six_batches_in_flight(sandbox, settings):
+    settings.SKIP_TRACE_DAILY_BUDGET_CENTS = 100
+    settings.SKIP_TRACE_COST_PER_MATCH_CENTS = 7
+    sandbox.update_config(latency_s=0.2, match_rate=1.0)
+    run = run_create(source_label="t", leads=leads(60), policy=Policy()).run
+    peak = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak.append(guards.budget_spent_cents_today())
+            time.sleep(0.01)
+        connections.close_all()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    Worker(concurrency=6, batch_size=3).run(exit_when_idle=True)
+    stop.set()
+    watcher.join()
+    run.refresh_from_db()
+    assert max(peak) <= 100
+    assert run.cost_cents == 98 and run.done == 14 and run.state == "paused"  # 14 x 7 = 98
+    assert sandbox.stats.snapshot()["items"] == 14
+
+
+# --- circuit breaker -----------------------------------------------------------------------------
+
+
+def test_ten_failures_out_of_twenty_open_the_breaker(settings, clock):
+    settings.CIRCUIT_MIN_SAMPLES = 20
+    for n in range(20):
+        state = guards.breaker_record(ok=n % 2 == 0, now=clock(), kind="ok" if n % 2 == 0 else "http_5xx")
+    assert state == "open"
+    assert guards.breaker_state(clock()) == "open"
+    assert guards.provider_status() == "circuit_open"
+
+
+def test_breaker_stays_closed_below_min_samples_and_below_the_rate(settings, clock):
+    settings.CIRCUIT_MIN_SAMPLES = 20
+    for _ in range(19):
+        guards.breaker_record(ok=False, now=clock(), kind="http_5xx")
+    assert guards.breaker_state(clock()) == "closed"  # 19 samples < 20
+    guards.breaker_reset()
+    for n in range(20):
+        guards.breaker_record(ok=n % 4 != 0, now=clock(), kind="ok" if n % 4 else "timeout")
+    assert guards.breaker_state(clock()) == "closed"  # 25 % < 30 %
+
+
+def test_a_no_match_is_not_an_error(settings, clock):
+    settings.CIRCUIT_MIN_SAMPLES = 5
+    for _ in range(10):
+        guards.breaker_record(ok=True, now=clock(), kind="ok")
+    assert guards.breaker_state(clock()) == "closed"
+
+
+def test_auth_failure_opens_the_breaker_at_once(clock):
+    assert guards.breaker_record(ok=False, now=clock(), kind="auth") == "open"
+
+
+def test_half_open_lets_one_probe_per_interval_and_success_closes(settings, clock, caplog):
+    settings.CIRCUIT_PROBE_INTERVAL_S = 60
+    caplog.set_level(logging.WARNING, logger="convexa.guards")
+    guards.breaker_record(ok=False, now=clock(), kind="auth")
+    assert not guards.breaker_check(clock()).allowed
+    clock.advance(seconds=59)
+    assert not guards.breaker_check(clock()).allowed
+    clock.advance(seconds=1)
+    decisions = [guards.breaker_check(clock()) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True, False, False, False, False]
+    assert decisions[0].probe
+    guards.breaker_record(ok=False, now=clock(), kind="http_5xx")  # the probe failed: stays open
+    clock.advance(seconds=30)
+    assert not guards.breaker_check(clock()).allowed
+    clock.advance(seconds=30)
+    assert guards.breaker_check(clock()).allowed
+    guards.breaker_record(ok=True, now=clock(), kind="ok")
+    assert guards.breaker_state(clock()) == "closed"
+    log = [r.getMessage() for r in caplog.records]
+    assert sum("probe request allowed" in m for m in log) == 2
+    assert any("circuit opened" in m for m in log) and any("circuit closed" in m for m in log)
+
+
+def test_open_breaker_keeps_items_queued_with_reason_circuit_open(provider, clock):
+    GuardState.objects.create(name="breaker", state="open", next_probe_at=clock.advance(seconds=0) + __import__("datetime").timedelta(seconds=60))
+    run = create(lead("A-1"), now=clock())
+    work(clock)
+    run.refresh_from_db()
+    assert provider.items == []
+    assert run.reason == "circuit_open" and run.state == "paused"
+    assert items(run)[0].status == ItemStatus.QUEUED
+
+
+def test_provider_errors_through_the_worker_open_the_breaker(settings, clock):
+    settings.CIRCUIT_MIN_SAMPLES = 4
+    settings.SKIP_TRACE_BATCH_SIZE = 1
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, URL, status=500, json={"status": {"code": 500, "text": "down"}})
+        run_create(source_label="t", leads=leads(6), policy=Policy(), now=clock())
+        work(clock)
+        assert len(mock.calls) == 4  # the 4th failure opens it; the rest wait
+    assert guards.breaker_state(clock()) == "open"
+    assert Run.objects.get().reason == "circuit_open"
+
+
+# --- rate limit and concurrency, fleet-wide --------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_two_worker_processes_never_exceed_rps_or_concurrency(sandbox, tmp_path):
+    sandbox.update_config(latency_s=0.3)
+    run_create(source_label="t", leads=leads(30), policy=Policy())
+    env = subprocess_env(sandbox.url, tmp_path, SKIP_TRACE_RPS="4", SKIP_TRACE_CONCURRENCY="2", SKIP_TRACE_BATCH_SIZE="1")
+    procs = [start_worker(env, "--exit-when-idle", "--concurrency", "3") for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    stats = sandbox.stats.snapshot()
+    assert stats["requests"] == 30
+    assert stats["max_in_any_1s_window"] <= 4
+    assert stats["max_concurrent"] <= 2
+    assert RunItem.objects.filter(status=ItemStatus.DONE).count() == 30
