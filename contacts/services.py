@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.db import transaction
 
 from contacts.models import Email, Lead, Phone
 
 SOURCE = "batchdata"
+
+
+@dataclass(frozen=True)
+class ContactsUpdate:
+    lead_id: str
+    run_id: str | None
+    contacts: dict
+    provider_call_id: int | None
+    cached: bool
+    stale: bool
 
 
 def leads_upsert(leads: Sequence[Lead]) -> None:
@@ -26,47 +37,35 @@ def leads_upsert(leads: Sequence[Lead]) -> None:
     )
 
 
-def leads_contacts_save(
-    *,
-    lead_ids: Iterable[tuple[str, str | None]],
-    contacts: dict,
-    provider_call_id: int | None,
-    cached: bool,
-    stale: bool,
-    now: dt.datetime,
-) -> None:
-    """Replace the contacts of these leads with one answer, keeping its provenance."""
-    pairs = list(lead_ids)
-    if not pairs:
+def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) -> None:
+    """Replace each lead's contacts with its answer, keeping the provenance (call, cached, stale)."""
+    latest = {u.lead_id: u for u in updates}  # one lead twice in a batch: the last answer wins
+    if not latest:
         return
-    ids = [lead_id for lead_id, _ in pairs]
+    ids = list(latest)
+    phones: list[Phone] = []
+    emails: list[Email] = []
+    leads: list[Lead] = []
+    for u in latest.values():
+        for n, p in enumerate(u.contacts.get("phones") or []):
+            phones.append(Phone(
+                lead_id=u.lead_id, number=p["number"], type=p.get("type") or "Unknown",
+                is_dnc=bool(p.get("isDoNotCall")), is_tcpa=bool(p.get("isTcpa")), confidence=p.get("confidence"),
+                source=SOURCE, provider_call_id=u.provider_call_id, position=n,
+            ))
+        for n, e in enumerate(u.contacts.get("emails") or []):
+            emails.append(Email(
+                lead_id=u.lead_id, address=e["address"], is_primary=bool(e.get("isPrimary")),
+                confidence=e.get("confidence"), source=SOURCE, provider_call_id=u.provider_call_id, position=n,
+            ))
+        leads.append(Lead(
+            lead_id=u.lead_id, source=SOURCE, cached=u.cached, stale=u.stale, matched=u.contacts.get("matched"),
+            provider_call_id=u.provider_call_id, run_id=u.run_id, contacts_updated_at=now, updated_at=now,
+        ))
     with transaction.atomic():
         Phone.objects.filter(lead_id__in=ids).delete()
         Email.objects.filter(lead_id__in=ids).delete()
-        phones = [
-            Phone(
-                lead_id=lead_id, number=p["number"], type=p.get("type") or "Unknown",
-                is_dnc=bool(p.get("isDoNotCall")), is_tcpa=bool(p.get("isTcpa")), confidence=p.get("confidence"),
-                source=SOURCE, provider_call_id=provider_call_id, position=n,
-            )
-            for lead_id in ids
-            for n, p in enumerate(contacts.get("phones") or [])
-        ]
-        emails = [
-            Email(
-                lead_id=lead_id, address=e["address"], is_primary=bool(e.get("isPrimary")),
-                confidence=e.get("confidence"), source=SOURCE, provider_call_id=provider_call_id, position=n,
-            )
-            for lead_id in ids
-            for n, e in enumerate(contacts.get("emails") or [])
-        ]
         Phone.objects.bulk_create(phones, batch_size=500)
         Email.objects.bulk_create(emails, batch_size=500)
-        by_run: dict[str | None, list[str]] = {}
-        for lead_id, run_id in pairs:
-            by_run.setdefault(run_id, []).append(lead_id)
-        for run_id, run_lead_ids in by_run.items():
-            Lead.objects.filter(lead_id__in=run_lead_ids).update(
-                source=SOURCE, cached=cached, stale=stale, matched=contacts.get("matched"),
-                provider_call_id=provider_call_id, run_id=run_id, contacts_updated_at=now, updated_at=now,
-            )
+        Lead.objects.bulk_update(leads, ["source", "cached", "stale", "matched", "provider_call", "run_id",
+                                         "contacts_updated_at", "updated_at"], batch_size=500)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from contacts import services as contact_services
@@ -391,7 +391,10 @@ def _reserve_calls(
         reserved.calls.append(call)
         reserved.requests.append(_trace_request(sig_items[0], request_id=str(call.pk)))
         reserved.served[call.pk] = sig_items
-        RunItem.objects.filter(id__in=[i.id for i in sig_items]).update(provider_call=call, lease_until=lease, updated_at=now)
+        for item in sig_items:
+            item.provider_call, item.lease_until, item.updated_at = call, lease, now
+    RunItem.objects.bulk_update([i for c in reserved.calls for i in reserved.served[c.pk]],
+                                ["provider_call", "lease_until", "updated_at"])
     return reserved
 
 
@@ -455,45 +458,40 @@ def _record_success(
     now: dt.datetime,
     outcome: BatchOutcome,
 ) -> None:
+    """One transaction, a handful of bulk statements for the whole batch (not per lead)."""
     price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
     expires = now + dt.timedelta(days=settings.CACHE_TTL_DAYS)
+    entries: list[CacheEntry] = []
+    served: list[tuple[RunItem, Answer]] = []
+    for call, result in zip(reserved.calls, results, strict=True):
+        contacts = result.to_contacts()
+        raw = json.dumps(result.raw, sort_keys=True)
+        contacts_json = json.dumps(contacts, sort_keys=True)
+        call.state, call.status_code, call.response_json = CallState.COMPLETED, status_code, raw
+        call.payload_hash, call.cost_cents, call.matched = result.payload_hash, price if result.matched else 0, result.matched
+        call.match_count, call.parsed_contacts_json, call.provider_request_id = match_count, contacts_json, provider_request_id
+        call.finished_at, call.lease_until = now, None
+        entries.append(CacheEntry(
+            provider=PROVIDER, idempotency_key=cache_key(call.signature), signature=call.signature,
+            payload_hash=result.payload_hash, response_json=raw, parsed_contacts_json=contacts_json,
+            ttl_expires_at=expires, created_at=now, last_seen=now, provider_call_id=call.pk,
+        ))
+        answer = Answer(call.pk, contacts, result.payload_hash, now, expires)
+        served.extend((item, answer) for item in reserved.served[call.pk])
     with transaction.atomic():
-        for call, result in zip(reserved.calls, results, strict=True):
-            contacts = result.to_contacts()
-            raw = json.dumps(result.raw, sort_keys=True)
-            contacts_json = json.dumps(contacts, sort_keys=True)
-            ProviderCall.objects.filter(pk=call.pk).update(
-                state=CallState.COMPLETED,
-                status_code=status_code,
-                response_json=raw,
-                payload_hash=result.payload_hash,
-                cost_cents=price if result.matched else 0,
-                matched=result.matched,
-                match_count=match_count,
-                parsed_contacts_json=contacts_json,
-                provider_request_id=provider_request_id,
-                finished_at=now,
-                lease_until=None,
-            )
-            CacheEntry.objects.update_or_create(
-                provider=PROVIDER,
-                idempotency_key=cache_key(call.signature),
-                defaults=dict(
-                    signature=call.signature,
-                    payload_hash=result.payload_hash,
-                    response_json=raw,
-                    parsed_contacts_json=contacts_json,
-                    ttl_expires_at=expires,
-                    created_at=now,
-                    last_seen=now,
-                    provider_call_id=call.pk,
-                ),
-            )
-            answer = Answer(call.pk, contacts, result.payload_hash, now, expires)
-            L1.put(call.signature, answer, now)
-            served = reserved.served[call.pk]
-            outcome.provider_items += len(served)
-            _conclude(served, answer, cached=False, now=now)
+        ProviderCall.objects.bulk_update(reserved.calls, [
+            "state", "status_code", "response_json", "payload_hash", "cost_cents", "matched", "match_count",
+            "parsed_contacts_json", "provider_request_id", "finished_at", "lease_until",
+        ])
+        CacheEntry.objects.bulk_create(
+            entries, update_conflicts=True, unique_fields=["provider", "idempotency_key"],
+            update_fields=["signature", "payload_hash", "response_json", "parsed_contacts_json", "ttl_expires_at",
+                           "created_at", "last_seen", "provider_call"],
+        )
+        _conclude(served, cached=False, now=now)
+    for call, entry in zip(reserved.calls, entries, strict=True):
+        L1.put(call.signature, Answer(call.pk, json.loads(entry.parsed_contacts_json), entry.payload_hash, now, expires), now)
+    outcome.provider_items += len(served)
 
 
 def _record_failure(reserved: Reserved, exc: ProviderError, *, now: dt.datetime, outcome: BatchOutcome) -> None:
@@ -507,11 +505,10 @@ def _record_failure(reserved: Reserved, exc: ProviderError, *, now: dt.datetime,
         if lost:
             # The request may have been billed and we will never know the answer: costed at its
             # estimate, never re-sent by itself (invariant 1).
-            for call in reserved.calls:
-                ProviderCall.objects.filter(pk=call.pk).update(
-                    state=CallState.LOST, cost_cents=call.estimate_cents, error_text=detail,
-                    status_code=exc.status_code, finished_at=now, lease_until=None,
-                )
+            ProviderCall.objects.filter(id__in=call_ids).update(
+                state=CallState.LOST, cost_cents=F("estimate_cents"), error_text=detail,
+                status_code=exc.status_code, finished_at=now, lease_until=None,
+            )
             _serve_stale_or_fail(items, now=now, error=f"provider_outcome_unknown: {detail}", outcome=outcome)
             return
         ProviderCall.objects.filter(id__in=call_ids).update(
@@ -550,56 +547,65 @@ def _serve_from_cache(items: Sequence[RunItem], *, now: dt.datetime, outcome: Ba
     """Serve what the caches can; return the items that still need the provider."""
     answers = cache_lookup([i.active_signature for i in items], now)
     pending: list[RunItem] = []
-    served: dict[tuple[str, int | None], tuple[Answer, list[RunItem]]] = {}
+    served: list[tuple[RunItem, Answer]] = []
     for item in items:
         answer = answers.get(item.active_signature)
         if answer is not None and _usable(answer, item):
-            served.setdefault((item.active_signature, answer.call_id), (answer, []))[1].append(item)
+            served.append((item, answer))
         else:
             pending.append(item)
-    for answer, group in served.values():
-        outcome.cached += len(group)
-        _conclude(group, answer, cached=True, now=now)
     if served:
+        outcome.cached += len(served)
+        _conclude(served, cached=True, now=now)
         CacheEntry.objects.filter(
-            provider=PROVIDER, idempotency_key__in=[cache_key(sig) for sig, _ in served]
+            provider=PROVIDER, idempotency_key__in={cache_key(i.active_signature) for i, _ in served}
         ).update(last_seen=now)
     return pending
 
 
-def _conclude(items: Sequence[RunItem], answer: Answer, *, cached: bool, now: dt.datetime) -> None:
-    """Finish items with an answer, or start their one sanitized retry (zero contacts + a unit)."""
-    done: list[RunItem] = []
-    for item in items:
-        if (
-            not answer.has_contacts
-            and item.has_unit
-            and item.attempt_reason == AttemptReason.PRIMARY
-            and item.run.policy_retry_sanitized
-            and item.sanitized_signature
-            and item.sanitized_signature != item.signature
-        ):
-            if answer.call_id is not None:
-                ProviderCall.objects.filter(pk=answer.call_id).update(label=PREDECESSOR_LABEL)
-            RunItem.objects.filter(pk=item.pk).update(
-                status=ItemStatus.QUEUED, attempt_reason=AttemptReason.ADDRESS_SANITIZED,
-                predecessor_call_id=answer.call_id, provider_call_id=answer.call_id,
-                lease_until=None, not_before=None, updated_at=now,
-            )
+def _wants_sanitized_retry(item: RunItem, answer: Answer) -> bool:
+    """The spec's rule: zero contacts AND a unit marker, on the primary attempt only (at most once)."""
+    return (
+        not answer.has_contacts
+        and item.has_unit
+        and item.attempt_reason == AttemptReason.PRIMARY
+        and item.run.policy_retry_sanitized
+        and bool(item.sanitized_signature)
+        and item.sanitized_signature != item.signature
+    )
+
+
+def _conclude(served: Sequence[tuple[RunItem, Answer]], *, cached: bool, now: dt.datetime) -> None:
+    """Finish items with their answers, or start their one sanitized retry. Bulk statements only."""
+    done: list[tuple[RunItem, Answer]] = []
+    retry: list[RunItem] = []
+    for item, answer in served:
+        if _wants_sanitized_retry(item, answer):
+            item.status, item.attempt_reason = ItemStatus.QUEUED, AttemptReason.ADDRESS_SANITIZED
+            item.predecessor_call_id = item.provider_call_id = answer.call_id
+            item.lease_until = item.not_before = None
+            item.updated_at = now
+            retry.append(item)
             log.info("address_sanitized retry scheduled run=%s lead=%s predecessor_call=%s",
                      item.run_id, item.lead_id, answer.call_id)
         else:
-            done.append(item)
-    if not done:
-        return
-    RunItem.objects.filter(id__in=[i.id for i in done]).update(
-        status=ItemStatus.DONE, cached=cached, stale=answer.stale, provider_call_id=answer.call_id,
-        lease_until=None, last_error=None, updated_at=now,
-    )
-    contact_services.leads_contacts_save(
-        lead_ids=[(i.lead_id, i.run_id) for i in done], contacts=answer.contacts, provider_call_id=answer.call_id,
-        cached=cached, stale=answer.stale, now=now,
-    )
+            item.status, item.cached, item.stale = ItemStatus.DONE, cached, answer.stale
+            item.provider_call_id, item.lease_until, item.last_error, item.updated_at = answer.call_id, None, None, now
+            done.append((item, answer))
+    if retry:
+        predecessors = {i.predecessor_call_id for i in retry if i.predecessor_call_id}
+        ProviderCall.objects.filter(id__in=predecessors).update(label=PREDECESSOR_LABEL)
+        RunItem.objects.bulk_update(retry, ["status", "attempt_reason", "predecessor_call", "provider_call",
+                                            "lease_until", "not_before", "updated_at"])
+    if done:
+        RunItem.objects.bulk_update([i for i, _ in done], ["status", "cached", "stale", "provider_call",
+                                                           "lease_until", "last_error", "updated_at"])
+        contact_services.leads_contacts_save(
+            [contact_services.ContactsUpdate(lead_id=i.lead_id, run_id=i.run_id, contacts=a.contacts,
+                                             provider_call_id=a.call_id, cached=cached, stale=a.stale)
+             for i, a in done],
+            now=now,
+        )
 
 
 def _requeue(items: Sequence[RunItem], *, now: dt.datetime, delay_s: float | None, reason: str | None) -> None:
@@ -618,32 +624,29 @@ def _fail(items: Sequence[RunItem], *, now: dt.datetime, error: str, call_id: in
     RunItem.objects.filter(id__in=[i.id for i in items]).update(**update)
 
 
-def _stale_answers(items: Sequence[RunItem], now: dt.datetime) -> dict[str, Answer]:
+def _serve_stale(items: Sequence[RunItem], *, now: dt.datetime, outcome: BatchOutcome) -> list[RunItem]:
+    """Serve items of ``policy.fallback`` runs from an answer even if expired (marked stale);
+    return the rest."""
     wanted = [i.active_signature for i in items if i.run.policy_fallback]
-    return cache_lookup(wanted, now, include_expired=True) if wanted else {}
+    stale = cache_lookup(wanted, now, include_expired=True) if wanted else {}
+    served = [(i, stale[i.active_signature]) for i in items if i.run.policy_fallback and i.active_signature in stale]
+    if served:
+        _conclude(served, cached=True, now=now)
+        outcome.cached += len(served)
+    return [i for i in items if not (i.run.policy_fallback and i.active_signature in stale)]
 
 
 def _serve_stale_or_wait(items: Sequence[RunItem], *, now: dt.datetime, delay_s: float, reason: str,
                          outcome: BatchOutcome) -> None:
     """``policy.fallback``: an expired answer, marked stale, beats waiting for the provider."""
-    stale = _stale_answers(items, now)
-    rest = [i for i in items if i.active_signature not in stale]
-    for item in items:
-        if item.active_signature in stale:
-            _conclude([item], stale[item.active_signature], cached=True, now=now)
-            outcome.cached += 1
+    rest = _serve_stale(items, now=now, outcome=outcome)
     if rest:
         _requeue(rest, now=now, delay_s=delay_s, reason=reason)
         outcome.waiting += len(rest)
 
 
 def _serve_stale_or_fail(items: Sequence[RunItem], *, now: dt.datetime, error: str, outcome: BatchOutcome) -> None:
-    stale = _stale_answers(items, now)
-    rest = [i for i in items if i.active_signature not in stale]
-    for item in items:
-        if item.active_signature in stale:
-            _conclude([item], stale[item.active_signature], cached=True, now=now)
-            outcome.cached += 1
+    rest = _serve_stale(items, now=now, outcome=outcome)
     if rest:
         _fail(rest, now=now, error=error)
         outcome.failed += len(rest)
