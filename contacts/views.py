@@ -4,6 +4,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from contacts.models import Lead
 from skiptrace.api import api_auth, error
+from skiptrace.views import valid_id
 
 
 def _iso(value) -> str | None:
@@ -12,7 +13,7 @@ def _iso(value) -> str | None:
 
 @api_auth(("GET",))
 def lead_contacts(request: HttpRequest, lead_id: str) -> HttpResponse:
-    lead = Lead.objects.filter(lead_id=lead_id).prefetch_related("phones", "emails").first()
+    lead = Lead.objects.filter(lead_id=lead_id).prefetch_related("phones", "emails").first() if valid_id(lead_id) else None
     if lead is None:
         return error("NotFound", 404, f"no lead {lead_id!r}")
     return JsonResponse({

@@ -1,9 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
 
 from skiptrace.api import error
 
 
+@csrf_exempt
 def api_not_found(request, rest=""):  # noqa: ANN001 - Django view signature
     return error("NotFound", 404, f"no such route: {request.path}")
 

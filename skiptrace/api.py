@@ -79,6 +79,8 @@ def parse_json_body(request: HttpRequest) -> Any:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadJson(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadJson("body is nested too deeply") from None
     if not isinstance(data, dict):
         raise BadJson("body must be a JSON object")
     return data

@@ -557,8 +557,10 @@ def parse_json_leads(leads: Any, *, max_leads: int = MAX_LEADS) -> list[LeadInpu
             errors[f"leads[{i}].lead_id"] = "is required"
         elif not isinstance(lead_id, str):
             errors[f"leads[{i}].lead_id"] = "must be a string"
+        elif not is_text(lead_id):
+            errors[f"leads[{i}].lead_id"] = "must be valid Unicode text"
         else:
-            lead_id = lead_id.strip()
+            lead_id = lead_id.replace("\x00", "").strip()  # NUL: stripped, as in CSV intake
             if not lead_id:
                 errors[f"leads[{i}].lead_id"] = "must not be empty"
             elif len(lead_id) > MAX_LEAD_ID_CHARS:
@@ -569,8 +571,10 @@ def parse_json_leads(leads: Any, *, max_leads: int = MAX_LEADS) -> list[LeadInpu
             value = item.get(field)
             if value is None:
                 values[field] = ""
+            elif isinstance(value, str) and not is_text(value):
+                errors[f"leads[{i}].{field}"] = "must be valid Unicode text"
             elif isinstance(value, str):
-                value = value.strip()
+                value = value.replace("\x00", "").strip()
                 if len(value) > MAX_FIELD_CHARS:
                     value = value[:MAX_FIELD_CHARS]
                     too_long = too_long or f"field too long: {field}"
@@ -586,6 +590,15 @@ def parse_json_leads(leads: Any, *, max_leads: int = MAX_LEADS) -> list[LeadInpu
 
 # --------------------------------------------------------------------------------------------
 # Lead ids
+
+
+def is_text(value: str) -> bool:
+    """False for a lone surrogate ("\\ud800" in JSON): it parses but cannot be stored."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def derive_lead_id(lead: LeadInput) -> str:

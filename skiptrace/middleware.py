@@ -19,8 +19,13 @@ class ApiErrorMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if request.path.startswith("/api/") and response.status_code == 404 and not _is_json(response):
-            return error("NotFound", 404, f"no such route: {request.path}")
+        if request.path.startswith("/api/") and not _is_json(response):
+            if response.status_code == 404:
+                return error("NotFound", 404, f"no such route: {request.path}")
+            if response.status_code == 403:  # e.g. Django's CSRF page: the API answers JSON only
+                return error("Forbidden", 403, "forbidden")
+            if response.status_code == 400:  # e.g. DisallowedHost, a bad multipart body
+                return error("BadRequest", 400, "bad request")
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -11,10 +11,11 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 
 from skiptrace import guards, reports, runs, signing
 from skiptrace.api import api_auth, error
-from skiptrace.intake import LeadValidationError, parse_json_leads
+from skiptrace.intake import LeadValidationError, is_text, parse_json_leads
 from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
 from skiptrace.provider import sanitize_for_debug
 from skiptrace.service import Policy
@@ -54,8 +55,13 @@ def _policy(raw: object) -> Policy | dict[str, str]:
     )
 
 
+def valid_id(value: str) -> bool:
+    """Ids are at most 64 characters and never hold NUL (PostgreSQL text cannot)."""
+    return 0 < len(value) <= 64 and "\x00" not in value
+
+
 def _run_or_404(run_id: str) -> Run | JsonResponse:
-    run = Run.objects.filter(run_id=run_id).first()
+    run = Run.objects.filter(run_id=run_id).first() if valid_id(run_id) else None
     return run if run is not None else error("NotFound", 404, f"no run {run_id!r}")
 
 
@@ -70,7 +76,9 @@ def _budget_pause(now: dt.datetime) -> JsonResponse:
 def runs_create(request: HttpRequest) -> HttpResponse:
     body = request.json  # type: ignore[attr-defined]
     label = body.get("source_label")
-    if label is not None and (not isinstance(label, str) or len(label) > 200):
+    if isinstance(label, str):
+        label = label.replace("\x00", "")
+    if label is not None and (not isinstance(label, str) or len(label) > 200 or not is_text(label)):
         return error("ValidationError", 400, "source_label must be a string of at most 200 characters",
                      fields={"source_label": "must be a string of at most 200 characters"})
     leads = body.get("leads")
@@ -133,13 +141,14 @@ def run_artifacts(request: HttpRequest, run_id: str) -> HttpResponse:
     if isinstance(run, JsonResponse):
         return run
     paths = reports.artifact_paths(run.run_id)
-    if not all(p.exists() for p in paths):
+    if run.finished_at is None or not all(p.exists() for p in paths):
         return error("NotReady", 409, f"the run is {run.state}; its files are written when it finishes",
                      state=run.state)
     urls = signing.artifact_urls(run.run_id, now=int(time.time()), base_url=request.build_absolute_uri("/").rstrip("/"))
     return JsonResponse({"run_id": run.run_id, **urls})
 
 
+@csrf_exempt  # no cookies involved: the signed token is the permission
 def artifact_download(request: HttpRequest, run_id: str, name: str) -> HttpResponse:
     """Served without the admin token: the signed, expiring ``token`` is the permission."""
     if request.method != "GET":
