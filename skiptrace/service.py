@@ -303,7 +303,8 @@ def batch_reserve(
             )
             outcome.waiting += len(over_items)
             outcome.budget_paused = True
-            log.warning("daily budget reached: %d leads wait for budget", len(over_items))
+            log.warning("daily budget reached: %d leads wait for budget runs=%s", len(over_items),
+                        ",".join(sorted({i.run_id for i in over_items})))
         chosen = override + capped[:fits]
         if not chosen:
             return None
@@ -395,6 +396,13 @@ def _reserve_calls(
             item.provider_call, item.lease_until, item.updated_at = call, lease, now
     RunItem.objects.bulk_update([i for c in reserved.calls for i in reserved.served[c.pk]],
                                 ["provider_call", "lease_until", "updated_at"])
+    if reserved.calls:
+        log.info("batch %s reserved: runs=%s calls=%d provider_call_ids=%d..%d", batch_id,
+                 ",".join(sorted({c.run_id or "-" for c in reserved.calls})), len(reserved.calls),
+                 reserved.calls[0].pk, reserved.calls[-1].pk)
+        for call in reserved.calls:
+            log.debug("reserved provider_call_id=%s run_id=%s lead_id=%s generation=%s attempt_reason=%s",
+                      call.pk, call.run_id, call.lead_id, call.generation, call.attempt_reason)
     return reserved
 
 
@@ -491,7 +499,12 @@ def _record_success(
         _conclude(served, cached=False, now=now)
     for call, entry in zip(reserved.calls, entries, strict=True):
         L1.put(call.signature, Answer(call.pk, json.loads(entry.parsed_contacts_json), entry.payload_hash, now, expires), now)
+        log.debug("completed provider_call_id=%s run_id=%s lead_id=%s matched=%s cost_cents=%s",
+                  call.pk, call.run_id, call.lead_id, call.matched, call.cost_cents)
     outcome.provider_items += len(served)
+    log.info("batch %s completed: calls=%d matched=%d cost_cents=%d provider_request_id=%s", reserved.batch_id,
+             len(reserved.calls), sum(1 for c in reserved.calls if c.matched),
+             sum(c.cost_cents for c in reserved.calls), provider_request_id)
 
 
 def _record_failure(reserved: Reserved, exc: ProviderError, *, now: dt.datetime, outcome: BatchOutcome) -> None:
@@ -499,12 +512,15 @@ def _record_failure(reserved: Reserved, exc: ProviderError, *, now: dt.datetime,
     call_ids = [c.pk for c in reserved.calls]
     items = [i for c in reserved.calls for i in reserved.served[c.pk]]
     detail = f"{exc.kind}: {exc.detail}"[:500]
-    log.warning("provider request %s failed: %s (status %s, %d leads)", reserved.batch_id, exc.kind, exc.status_code, len(items))
+    log.warning("batch %s failed: %s (status %s) calls=%d provider_call_ids=%s runs=%s", reserved.batch_id, exc.kind,
+                exc.status_code, len(call_ids), _id_ranges(call_ids), ",".join(sorted({i.run_id for i in items})))
     with transaction.atomic():
         lost = exc.maybe_sent and exc.kind in ("timeout", "connection")
         if lost:
             # The request may have been billed and we will never know the answer: costed at its
             # estimate, never re-sent by itself (invariant 1).
+            log.warning("batch %s lost: provider_call_ids=%s lead_ids=%s", reserved.batch_id, _id_ranges(call_ids),
+                        ",".join(c.lead_id for c in reserved.calls[:20]) + ("..." if len(call_ids) > 20 else ""))
             ProviderCall.objects.filter(id__in=call_ids).update(
                 state=CallState.LOST, cost_cents=F("estimate_cents"), error_text=detail,
                 status_code=exc.status_code, finished_at=now, lease_until=None,
@@ -687,10 +703,21 @@ def leases_reap(*, now: dt.datetime) -> dict[str, int]:
             ProviderCall.objects.filter(id__in=lost_ids).exclude(run_id=None).values_list("run_id", flat=True)
         )
     if sent or abandoned or expired:
-        log.warning("reaper: %d calls lost, %d items failed, %d reservations released, %d items requeued",
-                    len(sent), failed, abandoned, len(expired))
+        log.warning("reaper: %d calls lost (provider_call_ids=%s), %d items failed, %d reservations released, "
+                    "%d items requeued", len(sent), _id_ranges(lost_ids), failed, abandoned, len(expired))
         runs_refresh(run_ids, now=now)
     return {"lost": len(sent), "failed": failed, "abandoned": abandoned, "requeued": len(expired)}
+
+
+def _id_ranges(ids: Sequence[int]) -> str:
+    """``1..4,9`` for log lines: every id stays findable without a 100-id line."""
+    parts: list[tuple[int, int]] = []
+    for n in sorted(ids):
+        if parts and parts[-1][1] == n - 1:
+            parts[-1] = (parts[-1][0], n)
+        else:
+            parts.append((n, n))
+    return ",".join(f"{a}" if a == b else f"{a}..{b}" for a, b in parts)
 
 
 # --- run counters --------------------------------------------------------------------------------
