@@ -15,4 +15,6 @@ urlpatterns = [
     path("artifacts/<str:run_id>/<str:name>", views.artifact_download, name="api-artifact-download"),
     path("leads/<str:lead_id>/contacts", contact_views.lead_contacts, name="api-lead-contacts"),
     path("debug/skiptrace-latest", views.debug_latest, name="api-debug-latest"),
+    # last: anything else under /api/ is a JSON 404 (never Django's HTML page)
+    path("<path:rest>", views.api_not_found),
 ]

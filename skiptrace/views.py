@@ -34,6 +34,11 @@ def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": db_ok, "db": db_ok, "provider": provider}, status=200 if db_ok else 503)
 
 
+@csrf_exempt  # no cookies are involved under /api/: a POST to a wrong path is a 404, not a CSRF page
+def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    return error("NotFound", 404, f"no such route: {request.path}")
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
