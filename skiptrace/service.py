@@ -438,7 +438,9 @@ def batch_send(
         _record_failure(reserved, ProviderError("http_4xx", f"invalid request: {exc}", maybe_sent=False),
                         now=clock(), outcome=outcome)
         return
-    with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds()):
+    with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds()) as sent_ids:
+        if not _keep_only(reserved, sent_ids):
+            return
         try:
             try:
                 result = client.skip_trace(reserved.requests)
@@ -454,6 +456,20 @@ def batch_send(
     guards.breaker_record(ok=True, now=clock(), kind="ok")
     _record_success(reserved, result.results, result.status_code, result.match_count,
                     result.provider_request_id, now=clock(), outcome=outcome)
+
+
+def _keep_only(reserved: Reserved, sent_ids: set[int]) -> bool:
+    """Drop calls the reaper took back while this batch waited for a slot (their items were
+    requeued and may be served by another worker); False when nothing is left to send."""
+    if len(sent_ids) == len(reserved.calls):
+        return True
+    log.warning("batch %s: %d reservations expired while waiting for a slot; not sent",
+                reserved.batch_id, len(reserved.calls) - len(sent_ids))
+    keep = [n for n, c in enumerate(reserved.calls) if c.pk in sent_ids]
+    reserved.calls = [reserved.calls[n] for n in keep]
+    reserved.requests = [reserved.requests[n] for n in keep]
+    reserved.served = {c.pk: reserved.served[c.pk] for c in reserved.calls}
+    return bool(reserved.calls)
 
 
 def _record_success(

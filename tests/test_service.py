@@ -372,3 +372,15 @@ def test_reaper_marks_sent_calls_lost_and_requeues_items_that_never_sent(clock, 
     work(clock)
     assert items(run)[1].status == ItemStatus.DONE
     assert len(provider.items) == 1  # only B-1: the lost call was not re-sent
+
+
+def test_a_reservation_taken_back_by_the_reaper_is_never_sent(provider, clock):
+    create(lead("A-1"), lead("B-1", street="12 Elm St"), now=clock())
+    claimed = service.items_claim(limit=2, now=clock(), worker_id="slow")
+    outcome = service.BatchOutcome()
+    client = Worker(concurrency=1).client
+    reserved = service.batch_reserve(claimed, client=client, now=clock(), outcome=outcome)
+    # The worker stalls waiting for a slot past its lease; the reaper takes A-1's reservation back.
+    ProviderCall.objects.filter(pk=reserved.calls[0].pk).update(state=CallState.ERRORED)
+    service.batch_send(reserved, client=client, clock=clock, outcome=outcome, worker_id="slow")
+    assert [r["propertyAddress"]["street"] for r in provider.items] == ["12 ELM ST"]
