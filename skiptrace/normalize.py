@@ -33,6 +33,7 @@ __all__ = [
     "MAX_FIELD_LENGTH",
     "InvalidLead",
     "NormalizedLead",
+    "has_unit",
     "idempotency_key",
     "is_entity_name",
     "lead_problem",
@@ -327,15 +328,18 @@ def _unit_at(tokens: list[str], i: int, *, started: bool) -> tuple[str, str, int
     if designator is None:
         return None
     j = i + 1
-    while j < len(tokens):  # skip the noise before the identifier
+    # TRLR/TRAILER are street suffixes too: only a unit when the identifier follows
+    # at once and is not a directional ("SHADY TRLR NE", "OAK TRLR # 9" keep the suffix).
+    dual = token in STREET_SUFFIXES
+    if dual and (j >= len(tokens) or tokens[j] in DIRECTIONALS):
+        return None
+    while not dual and j < len(tokens):  # skip the noise before the identifier
         if tokens[j] == "#" and token != "#":  # "APT # 3"
             j += 1
         elif tokens[j] in _NUMBER_WORDS and j + 1 < len(tokens):  # "APT NO 3"
             j += 1
         else:
             break
-    if token in STREET_SUFFIXES and j < len(tokens) and tokens[j] in DIRECTIONALS:
-        return None  # "SHADY TRLR NE": TRLR (TRAILER) is the suffix, NE the directional
     if j < len(tokens) and _is_identifier(tokens[j]):
         identifier = DIRECTIONALS.get(tokens[j], tokens[j])
         if designator == "FL":
@@ -455,9 +459,12 @@ def _canonical_core(core: list[str]) -> list[str]:
 
 def _parse_street(street: str | None) -> _Street:
     tokens = _clean(street, street=True).split()
-    # "#123 MAIN ST": a "#" in front of the house number is not a unit.
-    if len(tokens) >= 2 and tokens[0] == "#" and _HOUSE_NUMBER.match(tokens[1]):
-        tokens = tokens[1:]
+    # A leading "#" is not a unit ("#123 MAIN ST") unless a house number follows
+    # its identifier ("#3 77 BAYVIEW TER", moved to the end just below).
+    while tokens and tokens[0] == "#" and not (
+        len(tokens) >= 4 and _is_identifier(tokens[1]) and _HOUSE_NUMBER.match(tokens[2])
+    ):
+        tokens.pop(0)
     # "APT 3, 77 BAYVIEW TER" -> "77 BAYVIEW TER APT 3".
     if (
         len(tokens) >= 4
@@ -469,6 +476,8 @@ def _parse_street(street: str | None) -> _Street:
     house: list[str] = []
     if tokens and _HOUSE_NUMBER.match(tokens[0]):
         house.append(tokens.pop(0))
+        while tokens and tokens[0] == "#":
+            tokens.pop(0)  # "123 # 1/2 ...": no street name yet, so not a unit
         if tokens and _FRACTION.match(tokens[0]):
             house.append(tokens.pop(0))  # "123 1/2 MAIN ST"
     rest: list[str] = []
@@ -478,14 +487,15 @@ def _parse_street(street: str | None) -> _Street:
             rest.extend(glued.groups())
         else:
             rest.append(token)
+    rest = _drop_stray_hashes(rest)
     # "2ND FL" / "3RD FLOOR" -> "FL 2" / "FL 3" when it ends the street or a unit follows.
-    for i in range(1, len(rest) - 1):
+    for i in reversed(range(1, len(rest) - 1)):  # right to left: "2ND FL 3RD FL"
         ordinal = _ORDINAL.match(rest[i])
         if ordinal and rest[i + 1] in _FLOOR_WORDS and (
             i + 2 == len(rest) or rest[i + 2] in UNIT_DESIGNATORS
         ):
             rest[i], rest[i + 1] = "FL", ordinal.group(1)
-    core, units = _split_units(_drop_stray_hashes(rest))
+    core, units = _split_units(_drop_stray_hashes(rest))  # again: "# 2ND FL" -> "# FL 2"
     return _Street(house=house, core=_canonical_core(core), units=units)
 
 

@@ -202,6 +202,12 @@ def test_sample_formula_injection_name_is_just_letters() -> None:
         ("10 Calle Señora", "10 CALLE SENORA"),
         ("123 Avenue N", "123 AVE N"),
         ("55 Highway 101 North", "55 HWY 101 N"),
+        ("9 Shady Trailer", "9 SHADY TRLR"),
+        ("9 Shady Trlr NE", "9 SHADY TRLR NE"),
+        ("9 Shady Trailer # 4", "9 SHADY TRLR APT 4"),
+        ("9 Shady Ln Trlr 4", "9 SHADY LN APT 4"),
+        ("77 Bayview Ter # Apt 3", "77 BAYVIEW TER APT 3"),
+        ("77 Bayview Ter Apt 3 Rear", "77 BAYVIEW TER APT 3 REAR"),
         ("PO Box 123", "PO BOX 123"),
         ("RR 2 Box 45", "RR 2 BOX 45"),
     ],
@@ -332,6 +338,61 @@ def test_normalization_is_idempotent_on_generated_streets() -> None:
         assert strip_units(once) == strip_units(raw), raw
         if raw[0].isdigit():
             assert once.split(" ")[0] == raw.split(" ")[0].upper(), raw
+
+
+_SUFFIX_SPELLINGS: dict[str, list[str]] = {}
+for _spelling, _standard in STREET_SUFFIXES.items():
+    _SUFFIX_SPELLINGS.setdefault(_standard, []).append(_spelling)
+_DIRECTIONAL_SPELLINGS: dict[str, list[str]] = {}
+for _spelling, _standard in DIRECTIONALS.items():
+    _DIRECTIONAL_SPELLINGS.setdefault(_standard, []).append(_spelling)
+_UNIT_SPELLINGS = {
+    "APT": ["APT", "Apt.", "apartment", "UNIT", "#", "Ste", "SUITE", "Apt #", "RM", "Lot", "Space"],
+    "FL": ["FL", "Floor"],
+    "BLDG": ["BLDG", "Building"],
+}
+
+
+def _random_address(rng: random.Random) -> dict:
+    return {
+        "house": str(rng.randint(1, 999)),
+        "pre": rng.choice([None, None, *_DIRECTIONAL_SPELLINGS]),
+        "name": rng.choice(["OAK", "Main", "Peachtree", "Martin Luther King", "Lake Shore", "5th"]),
+        "suffix": rng.choice(list(_SUFFIX_SPELLINGS)),
+        "post": rng.choice([None, None, *_DIRECTIONAL_SPELLINGS]),
+        "unit": rng.choice([None, ("APT", str(rng.randint(1, 9))), ("APT", rng.choice("ABCXYZ")),
+                            ("FL", str(rng.randint(1, 9))), ("BLDG", str(rng.randint(1, 9)))]),
+    }
+
+
+def _spell(address: dict, rng: random.Random) -> str:
+    """One of the many ways a lead list could have typed ``address``."""
+    parts = [address["house"]]
+    if address["pre"]:
+        parts.append(rng.choice(_DIRECTIONAL_SPELLINGS[address["pre"]]))
+    parts += [address["name"], rng.choice(_SUFFIX_SPELLINGS[address["suffix"]])]
+    if address["post"]:
+        parts.append(rng.choice(_DIRECTIONAL_SPELLINGS[address["post"]]))
+    text = " ".join(parts)
+    if address["unit"]:
+        designator, identifier = address["unit"]
+        gap = rng.choice([" ", ""]) if identifier.isdigit() else " "
+        text += rng.choice([" ", ", "]) + rng.choice(_UNIT_SPELLINGS[designator]) + gap + identifier
+    return text.lower() if rng.random() < 0.3 else text
+
+
+def test_generated_spellings_fold_and_generated_neighbours_never_do() -> None:
+    """Property test: same parts in any spelling fold; change one part and they don't."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        address = _random_address(rng)
+        a, b = _spell(address, rng), _spell(address, rng)
+        assert normalize_street(a) == normalize_street(b), (a, b)
+        part = rng.choice(["house", "pre", "post", "unit"])
+        neighbour = {**address, part: _random_address(rng)[part]}
+        if neighbour != address:
+            c = _spell(neighbour, rng)
+            assert normalize_street(a) != normalize_street(c), (a, c)
 
 
 # ------------------------------------------------------------------ city / zip / state
