@@ -12,7 +12,8 @@ import re
 
 _BEARER = re.compile(r"(?i)(bearer\s+|token[=:]\s*|x-api-key[=:]\s*)[A-Za-z0-9._~+/=-]{4,}")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<!\d)(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}(?!\d)")
+# Not inside a longer word: a hex batch id or a request id that happens to hold ten digits is not a phone.
+_PHONE = re.compile(r"(?<![\w+])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}(?!\w)")
 
 
 def redact(text: str) -> str:

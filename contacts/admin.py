@@ -1,0 +1,362 @@
+"""Contacts in the ops console (``/admin/contacts/``): leads with their callable phones and emails,
+filters for the derived states ops ask about, the lead page with provenance, and the dialer export."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from contacts import export
+from contacts.models import Email, Lead, Phone
+from skiptrace.admin import badge, call_link, run_link, when
+from skiptrace.dialer import callable_phones, ordered_emails
+from skiptrace.models import ProviderCall, Run, RunItem
+
+RECENT_CHOICES = 15  # how many recent sources / runs the filters offer
+
+
+def format_phone(digits: str) -> str:
+    """``8135550142`` -> ``(813) 555-0142``."""
+    return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}" if len(digits) == 10 else digits
+
+
+def _callable_phone() -> Exists:
+    return Exists(Phone.objects.filter(lead=OuterRef("pk"), is_dnc=False, is_tcpa=False))
+
+
+# --- filters ---------------------------------------------------------------------------------------
+
+
+class HasPhoneFilter(admin.SimpleListFilter):
+    title = "has phone"
+    parameter_name = "has_phone"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes (callable)"), ("dnc_only", "Only DNC/TCPA numbers"), ("no", "No phone")]
+
+    def queryset(self, request, queryset):
+        any_phone = Exists(Phone.objects.filter(lead=OuterRef("pk")))
+        if self.value() == "yes":
+            return queryset.filter(_callable_phone())
+        if self.value() == "dnc_only":
+            return queryset.filter(any_phone).exclude(_callable_phone())
+        if self.value() == "no":
+            return queryset.exclude(any_phone)
+        return queryset
+
+
+class HasEmailFilter(admin.SimpleListFilter):
+    title = "has email"
+    parameter_name = "has_email"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        any_email = Exists(Email.objects.filter(lead=OuterRef("pk")))
+        if self.value() == "yes":
+            return queryset.filter(any_email)
+        if self.value() == "no":
+            return queryset.exclude(any_email)
+        return queryset
+
+
+class UpdatedSinceFilter(admin.SimpleListFilter):
+    title = "contacts updated since"
+    parameter_name = "updated_since"
+    WINDOWS = {"1d": dt.timedelta(days=1), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30)}
+
+    def lookups(self, request, model_admin):
+        return [("1d", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("never", "Never traced")]
+
+    def queryset(self, request, queryset):
+        if self.value() in self.WINDOWS:
+            return queryset.filter(contacts_updated_at__gte=timezone.now() - self.WINDOWS[self.value()])
+        if self.value() == "never":
+            return queryset.filter(contacts_updated_at__isnull=True)
+        return queryset
+
+
+class SourceFilter(admin.SimpleListFilter):
+    """The uploaded list (a run's source label) a lead came in with; any label works in the URL."""
+
+    title = "source"
+    parameter_name = "source"
+
+    def lookups(self, request, model_admin):
+        labels: list[str] = []
+        for label in Run.objects.exclude(source_label=None).order_by("-created_at").values_list("source_label", flat=True)[:200]:
+            if label not in labels:
+                labels.append(label)
+            if len(labels) >= RECENT_CHOICES:
+                break
+        return [(label, label) for label in labels]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(
+                Exists(RunItem.objects.filter(lead_id=OuterRef("pk"), run__source_label=self.value()))
+            )
+        return queryset
+
+
+class RunFilter(admin.SimpleListFilter):
+    """The leads of one run (the run page links here with ``?run=<run_id>``)."""
+
+    title = "run"
+    parameter_name = "run"
+
+    def lookups(self, request, model_admin):
+        recent = Run.objects.order_by("-created_at").values_list("run_id", "source_label")[:RECENT_CHOICES]
+        choices = [(run_id, f"{label or '—'} ({run_id[-6:]})") for run_id, label in recent]
+        if self.value() and self.value() not in {c[0] for c in choices}:
+            choices.insert(0, (self.value(), self.value()))
+        return choices
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(Exists(RunItem.objects.filter(lead_id=OuterRef("pk"), run_id=self.value())))
+        return queryset
+
+
+class CachedFilter(admin.SimpleListFilter):
+    title = "cached"
+    parameter_name = "cached"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Cached only"), ("stale", "Stale (expired cache)"), ("no", "Fresh from the provider")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(cached=True)
+        if self.value() == "stale":
+            return queryset.filter(cached=True, stale=True)
+        if self.value() == "no":
+            return queryset.filter(cached=False, contacts_updated_at__isnull=False)
+        return queryset
+
+
+# --- the lead page's contacts ------------------------------------------------------------------------
+
+
+class ContactInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("provider_call").only(
+            *self.model_fields, "lead", "provider_call__id", "provider_call__run_id"
+        )
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("contacts.view_lead")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Provider call")
+    def call(self, contact: Phone | Email) -> str:
+        return call_link(contact.provider_call_id)
+
+    @admin.display(description="Call's run")
+    def call_run(self, contact: Phone | Email) -> str:
+        return run_link(contact.provider_call.run_id if contact.provider_call else None)
+
+
+class PhoneInline(ContactInline):
+    model = Phone
+    model_fields = ("number", "type", "is_dnc", "is_tcpa", "confidence", "source", "position")
+    fields = readonly_fields = ("phone", "type", "is_dnc", "is_tcpa", "confidence", "source", "dialer", "call",
+                                "call_run")
+    verbose_name_plural = "phones (provider order)"
+
+    @admin.display(description="Number")
+    def phone(self, p: Phone) -> str:
+        digits = p.number[2:] if p.number.startswith("+1") else p.number
+        return format_phone(digits)
+
+    @admin.display(description="Dialer")
+    def dialer(self, p: Phone) -> str:
+        return badge("callable", "#15803d") if p.callable else badge("excluded", "#b91c1c")
+
+
+class EmailInline(ContactInline):
+    model = Email
+    model_fields = ("address", "is_primary", "confidence", "source", "position")
+    fields = readonly_fields = ("address", "is_primary", "confidence", "source", "call", "call_run")
+    verbose_name_plural = "emails (provider order)"
+
+
+# --- leads -----------------------------------------------------------------------------------------
+
+
+@admin.register(Lead)
+class LeadAdmin(admin.ModelAdmin):
+    list_display = ("lead", "address", "owner", "phone1", "phone2", "phone3", "email1", "email2", "email3",
+                    "updated", "cached_badge")
+    list_display_links = ("lead",)
+    list_filter = (HasPhoneFilter, HasEmailFilter, UpdatedSinceFilter, SourceFilter, CachedFilter, RunFilter)
+    search_fields = ("lead_id", "owner", "first_name", "last_name", "street")
+    list_per_page = 50
+    empty_value_display = ""  # six contact columns of dashes hide the numbers that are there
+    actions = ("export_dialer_csv",)
+    inlines = (PhoneInline, EmailInline)
+    fieldsets = (
+        ("Lead", {"fields": ("lead_id", "owner", "address", "first_name", "last_name", "street", "city", "state",
+                             "zip", "is_entity")}),
+        ("Contacts and provenance", {"fields": ("cached_badge", "matched", "source", "contacts_updated_at",
+                                                "served_by_run", "served_by_call", "call_run", "dialer_preview")}),
+        ("Runs this lead was in", {"fields": ("runs",)}),
+    )
+    readonly_fields = tuple(f for _, spec in fieldsets for f in spec["fields"])
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Lead]:
+        return export.with_contacts(super().get_queryset(request).annotate(has_callable_phone=_callable_phone()))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # leads come in with an upload (Runs → Upload a lead list)
+
+    def has_change_permission(self, request: HttpRequest, obj: Lead | None = None) -> bool:
+        return False  # contacts are the provider's answer; they change only through a run
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        return super().changelist_view(request, {"title": "Contacts", **(extra_context or {})})
+
+    # -- columns: one computation per lead from the prefetched phones and emails --
+
+    def _dialer(self, lead: Lead) -> tuple[list[str], list[str], int]:
+        cells = getattr(lead, "_dialer_cells", None)
+        if cells is None:
+            contacts = export.lead_contacts(lead)
+            phones, excluded = callable_phones(contacts)
+            cells = lead._dialer_cells = (phones, ordered_emails(contacts), excluded)
+        return cells
+
+    def _phone(self, lead: Lead, n: int) -> str:
+        phones = self._dialer(lead)[0]
+        return format_phone(phones[n]) if n < len(phones) else ""
+
+    def _email(self, lead: Lead, n: int) -> str:
+        emails = self._dialer(lead)[1]
+        return emails[n] if n < len(emails) else ""
+
+    @admin.display(description="LeadID", ordering="lead_id")
+    def lead(self, lead: Lead) -> str:
+        return lead.lead_id
+
+    @admin.display(description="Phone1", ordering="has_callable_phone")
+    def phone1(self, lead: Lead) -> str:
+        return self._phone(lead, 0)
+
+    @admin.display(description="Phone2")
+    def phone2(self, lead: Lead) -> str:
+        return self._phone(lead, 1)
+
+    @admin.display(description="Phone3")
+    def phone3(self, lead: Lead) -> str:
+        return self._phone(lead, 2)
+
+    @admin.display(description="Email1")
+    def email1(self, lead: Lead) -> str:
+        return self._email(lead, 0)
+
+    @admin.display(description="Email2")
+    def email2(self, lead: Lead) -> str:
+        return self._email(lead, 1)
+
+    @admin.display(description="Email3")
+    def email3(self, lead: Lead) -> str:
+        return self._email(lead, 2)
+
+    @admin.display(description="UpdatedAt", ordering="contacts_updated_at")
+    def updated(self, lead: Lead) -> str:
+        return when(lead.contacts_updated_at) if lead.contacts_updated_at else ""
+
+    @admin.display(description="Cached", ordering="cached")
+    def cached_badge(self, lead: Lead) -> str:
+        if lead.contacts_updated_at is None:
+            return badge("not traced", "#9ca3af")
+        if lead.stale:
+            return badge("stale cache", "#d97706")
+        if lead.cached:
+            return badge("cached", "#0e7490")
+        return badge("fresh", "#15803d")
+
+    # -- the lead page --
+
+    @admin.display(description="Served by run")
+    def served_by_run(self, lead: Lead) -> str:
+        return run_link(lead.run_id)
+
+    @admin.display(description="Provider call")
+    def served_by_call(self, lead: Lead) -> str:
+        return call_link(lead.provider_call_id)
+
+    @admin.display(description="Call made in run")
+    def call_run(self, lead: Lead) -> str:
+        """The run whose request fetched these contacts (for a cache hit, an earlier run)."""
+        if lead.provider_call_id is None:
+            return "—"
+        return run_link(ProviderCall.objects.filter(pk=lead.provider_call_id).values_list("run_id", flat=True).first())
+
+    @admin.display(description="Dialer row")
+    def dialer_preview(self, lead: Lead) -> str:
+        phones, emails, excluded = self._dialer(lead)
+        return format_html(
+            "Phones: {} · Emails: {} · DNC/TCPA excluded: {}",
+            ", ".join(format_phone(p) for p in phones) or "—", ", ".join(emails) or "—", excluded,
+        )
+
+    @admin.display(description="Runs")
+    def runs(self, lead: Lead) -> str:
+        items = list(
+            RunItem.objects.filter(lead_id=lead.lead_id).order_by("-id")
+            .values_list("run_id", "run__source_label", "status", "cached", "last_error")[:20]
+        )
+        if not items:
+            return "—"
+        return format_html_join(
+            "", "<div>{} · {} · {}{}</div>",
+            ((run_link(run_id), label or "—", status, (" (cached)" if cached else "") + (f" — {err}" if err else ""))
+             for run_id, label, status, cached, err in items),
+        )
+
+    # -- the export: selected rows (action) or everything the filters match (button) --
+
+    @admin.action(description="Export selected to the dialer CSV", permissions=["view"])
+    def export_dialer_csv(self, request: HttpRequest, queryset: QuerySet[Lead]) -> HttpResponse:
+        return export.dialer_csv_response(queryset)
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """Every lead matching the changelist's current filters and search, in its order."""
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            self.message_user(request, "Those filters are not valid; nothing was exported.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:contacts_lead_changelist"))
+        return export.dialer_csv_response(changelist.get_queryset(request))
+
+    def get_urls(self):
+        return [
+            path("export/", self.admin_site.admin_view(self.export_view), name="contacts_lead_export"),
+            *super().get_urls(),
+        ]
