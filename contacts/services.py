@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from contacts.models import Email, Lead, Phone
+from skiptrace.bulk import insert_rows
 
 SOURCE = "batchdata"
 
@@ -27,13 +28,12 @@ def leads_upsert(leads: Sequence[Lead]) -> None:
     """Insert or refresh leads by lead_id (a re-import updates the address and owner shown)."""
     if not leads:
         return
-    Lead.objects.bulk_create(
+    insert_rows(
+        Lead,
         leads,
-        update_conflicts=True,
-        unique_fields=["lead_id"],
+        conflict=["lead_id"],
         update_fields=["first_name", "last_name", "street", "city", "state", "zip", "address", "owner",
                        "is_entity", "signature", "updated_at"],
-        batch_size=500,
     )
 
 

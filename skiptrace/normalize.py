@@ -209,6 +209,8 @@ def _remove_controls(text: str) -> str:
     them folds with its clean twin. A tab or newline separates words, so it must
     become a space rather than glue "BAYVIEW\\tTER" into one word.
     """
+    if text.isascii() and text.isprintable():  # the common case: nothing to remove
+        return text
     out = []
     for ch in text:
         if ch in "\t\n\r\v\f\x1c\x1d\x1e\x1f\x85\u2028\u2029":
@@ -227,6 +229,8 @@ def _fold(text: str) -> str:
     other scripts are kept as they are rather than deleted: deleting them would
     fold two different non-Latin names into the same (empty or shorter) person.
     """
+    if text.isascii():  # ASCII is its own NFKC/NFKD form: only the case changes
+        return text.upper()
     text = _GLUED_FRACTION.sub(r"\1 \2", text)
     text = text.translate(_SPECIAL_FOLDS)
     text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")

@@ -15,6 +15,7 @@ from django.utils import timezone
 from contacts.models import Lead
 from contacts.services import leads_upsert
 from skiptrace import guards, normalize
+from skiptrace.bulk import insert_rows
 from skiptrace.intake import LeadInput, derive_lead_id
 from skiptrace.models import AttemptReason, ItemStatus, Run, RunItem
 from skiptrace.service import Policy, runs_refresh
@@ -102,7 +103,7 @@ def run_create(
                 else:
                     rows[row.lead_id] = row  # one lead id twice in a chunk: the later row wins
             leads_upsert(list(rows.values()))
-            RunItem.objects.bulk_create(items, batch_size=500)
+            insert_rows(RunItem, items)
         Run.objects.filter(run_id=run.run_id).update(total=total, queued=total - invalid, failed=invalid)
     runs_refresh([run.run_id], now=now)
     run.refresh_from_db()
