@@ -32,4 +32,11 @@ class RedactFilter(logging.Filter):
             cleaned = redact(message)
             if cleaned != message:
                 record.msg, record.args = cleaned, None
+            if record.exc_info or record.exc_text:
+                # A traceback (e.g. a database error's DETAIL) is formatted later from exc_info:
+                # format it now, redacted, so every handler prints this text instead.
+                text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+                record.exc_text = redact(text)
+            if record.stack_info:
+                record.stack_info = redact(record.stack_info)
         return True

@@ -76,6 +76,8 @@ class Run(models.Model):
         if self.paused_by_operator or (self.soft_paused and not self.override_budget) or self.reason in (
             "circuit_open",
             "provider_not_configured",
+            "provider_auth",
+            "provider_out_of_credits",
         ):
             return "paused"
         if self.started_at is not None:

@@ -27,13 +27,14 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -56,6 +57,8 @@ log = logging.getLogger("convexa.service")
 
 Clock = Callable[[], dt.datetime]
 PREDECESSOR_LABEL = "sanitized_retry_predecessor"
+# Why a run's items wait for the provider; cleared as soon as a batch of the run gets past them.
+PROVIDER_WAIT_REASONS = ("circuit_open", "provider_not_configured", "provider_auth", "provider_out_of_credits")
 WAIT_FOR_OTHER_CALL_S = 1.0
 
 
@@ -272,6 +275,7 @@ def batch_reserve(
             _serve_stale_or_wait(pending, now=now, delay_s=breaker.retry_after, reason="circuit_open", outcome=outcome)
             outcome.circuit_open = True
             return None
+        Run.objects.filter(run_id__in={i.run_id for i in pending}, reason__in=PROVIDER_WAIT_REASONS).update(reason=None)
         by_sig: dict[str, list[RunItem]] = defaultdict(list)
         for item in pending:
             by_sig[item.active_signature].append(item)
@@ -441,6 +445,9 @@ def batch_send(
     with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds()) as sent_ids:
         if not _keep_only(reserved, sent_ids):
             return
+        log.info("batch %s sent: provider_call_ids=%s runs=%s", reserved.batch_id,
+                 _id_ranges([c.pk for c in reserved.calls]), ",".join(sorted({c.run_id or "-" for c in reserved.calls})))
+        _log_calls("sent", reserved.calls)
         try:
             try:
                 result = client.skip_trace(reserved.requests)
@@ -450,12 +457,52 @@ def batch_send(
                 log.exception("unexpected error in provider request %s", reserved.batch_id)
                 raise ProviderError("connection", f"unexpected {exc.__class__.__name__}", maybe_sent=True) from exc
         except ProviderError as exc:
-            guards.breaker_record(ok=False, now=clock(), kind=exc.kind)
-            _record_failure(reserved, exc, now=clock(), outcome=outcome)
+            _retrying(lambda err=exc: _record_failure(reserved, err, now=clock(), outcome=outcome))
+            _breaker_record(ok=False, now=clock(), kind=exc.kind)
             return
-    guards.breaker_record(ok=True, now=clock(), kind="ok")
-    _record_success(reserved, result.results, result.status_code, result.match_count,
-                    result.provider_request_id, now=clock(), outcome=outcome)
+    # The provider has answered (and billed): recording that answer must survive a busy database.
+    _retrying(lambda: _record_success(reserved, result.results, result.status_code, result.match_count,
+                                      result.provider_request_id, now=clock(), outcome=outcome))
+    _breaker_record(ok=True, now=clock(), kind="ok")
+
+
+RECORD_ATTEMPTS = 6
+
+
+def _retrying(record: Callable[[], None], *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Run a recording transaction, retrying on a transient database error (SQLite busy past its
+    timeout, a PostgreSQL connection blip). Each attempt is one whole transaction, so a retry
+    never half-applies; after the last attempt the error propagates and the lease/reaper path
+    takes over."""
+    for attempt in range(1, RECORD_ATTEMPTS + 1):
+        try:
+            record()
+            return
+        except OperationalError as exc:
+            if attempt == RECORD_ATTEMPTS:
+                raise
+            log.warning("recording a provider answer failed (%s); retry %d of %d", exc.__class__.__name__,
+                        attempt, RECORD_ATTEMPTS - 1)
+            if not connection.in_atomic_block and not connection.is_usable():
+                connection.close()  # a broken PostgreSQL connection: the next attempt reconnects
+            sleep(0.2 * attempt)
+
+
+def _breaker_record(*, ok: bool, now: dt.datetime, kind: str) -> None:
+    """Best effort: a missed breaker sample must never cost a recorded answer."""
+    try:
+        guards.breaker_record(ok=ok, now=now, kind=kind)
+    except OperationalError:
+        log.warning("could not record a circuit-breaker sample (%s); the window misses one", kind)
+
+
+def _log_calls(event: str, calls: Sequence[ProviderCall], **extra: object) -> None:
+    """One DEBUG line per call for a money-path event, with every id needed to trace it."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    tail = "".join(f" {k}={v}" for k, v in extra.items())
+    for call in calls:
+        log.debug("%s provider_call_id=%s run_id=%s lead_id=%s%s", event, call.pk, call.run_id, call.lead_id, tail)
 
 
 def _keep_only(reserved: Reserved, sent_ids: set[int]) -> bool:
@@ -532,6 +579,7 @@ def _record_failure(reserved: Reserved, exc: ProviderError, *, now: dt.datetime,
                 exc.status_code, len(call_ids), _id_ranges(call_ids), ",".join(sorted({i.run_id for i in items})))
     with transaction.atomic():
         lost = exc.maybe_sent and exc.kind in ("timeout", "connection")
+        _log_calls("lost" if lost else "failed", reserved.calls, kind=exc.kind)
         if lost:
             # The request may have been billed and we will never know the answer: costed at its
             # estimate, never re-sent by itself (invariant 1).
@@ -696,7 +744,10 @@ def leases_reap(*, now: dt.datetime) -> dict[str, int]:
     - an item ``in_flight`` past its lease with no lost call: back to ``queued``.
     """
     with transaction.atomic():
-        sent = list(ProviderCall.objects.filter(state=CallState.SENT, lease_until__lt=now).values_list("id", "estimate_cents"))
+        sent_calls = list(ProviderCall.objects.filter(state=CallState.SENT, lease_until__lt=now).only(
+            "id", "estimate_cents", "run_id", "lead_id"))
+        _log_calls("lost", sent_calls, by="reaper")
+        sent = [(c.pk, c.estimate_cents) for c in sent_calls]
         for call_id, estimate in sent:
             ProviderCall.objects.filter(pk=call_id, state=CallState.SENT).update(
                 state=CallState.LOST, cost_cents=estimate, finished_at=now, lease_until=None,

@@ -198,7 +198,8 @@ def test_two_worker_processes_never_exceed_rps_or_concurrency(sandbox, tmp_path)
     sandbox.update_config(latency_s=0.3)
     run_create(source_label="t", leads=leads(30), policy=Policy())
     env = subprocess_env(sandbox.url, tmp_path, SKIP_TRACE_RPS="4", SKIP_TRACE_CONCURRENCY="2", SKIP_TRACE_BATCH_SIZE="1")
-    procs = [start_worker(env, "--exit-when-idle", "--concurrency", "3") for _ in range(2)]
+    # Two threads per process: more than the slots, so the gate is what holds them back.
+    procs = [start_worker(env, "--exit-when-idle", "--concurrency", "2") for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     stats = sandbox.stats.snapshot()
