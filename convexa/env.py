@@ -143,7 +143,9 @@ def secret_key(key: str, *, debug: bool, data_dir: Path) -> str:
     """
     value = optional_text(key)
     if value:
-        insecure = value.startswith("django-insecure") or value in {"change-me", "changeme", "secret"} or len(value) < 32
+        # Django's own deploy check (security.W009): 50+ characters, 5+ distinct, no "django-insecure-".
+        insecure = (value.startswith("django-insecure") or value in {"change-me", "changeme", "secret"}
+                    or len(value) < 50 or len(set(value)) < 5)
         if insecure and not debug:
             raise ImproperlyConfigured(
                 f"{key} is insecure (too short or a well-known default). Set it to 50 random characters, "
@@ -161,3 +163,40 @@ def secret_key(key: str, *, debug: bool, data_dir: Path) -> str:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
+
+
+def proxy_ssl_header(key: str) -> tuple[str, str] | None:
+    """``X-Forwarded-Proto=https`` -> ``("HTTP_X_FORWARDED_PROTO", "https")`` (Django's SECURE_PROXY_SSL_HEADER)."""
+
+    def cast(raw: str) -> tuple[str, str]:
+        name, sep, value = raw.replace(":", "=").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise ValueError("must look like X-Forwarded-Proto=https")
+        meta = name.upper().replace("-", "_")
+        return (meta if meta.startswith("HTTP_") else "HTTP_" + meta), value
+
+    return _read(key, None, cast)
+
+
+def text_list(key: str, default: str = "") -> list[str]:
+    return [part.strip() for part in text(key, default).split(",") if part.strip()]
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Create the SQLite database file owner-only (0600) before SQLite does (it would honour the umask).
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the permissions of the database file, so
+    they are owner-only too. The folder, when this creates it, is owner-only (0700). An existing
+    file keeps the permissions its owner gave it.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ImproperlyConfigured(f"SQLITE_DB_PATH={str(path)!r} is not valid: {exc.strerror}") from None
+    os.fchmod(fd, 0o600)  # whatever the umask was
+    os.close(fd)

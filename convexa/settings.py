@@ -49,7 +49,10 @@ else:
         }
     }
 DATA_DIR = SQLITE_DB_PATH.parent
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR.mkdir(parents=True, mode=0o700, exist_ok=True)  # mode: only when created here
+if _pg is None:
+    # Leads, phones and emails live in this file: owner-only (0600), and so its -wal and -shm.
+    E.private_sqlite_file(SQLITE_DB_PATH)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 SECRET_KEY = E.secret_key("DJANGO_SECRET_KEY", debug=DEBUG, data_dir=DATA_DIR)
@@ -100,6 +103,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that whatever any other layer answers under /api/ (a CSRF page, a 400 for a bad Host,
+    # a 500 from a middleware) is turned into the API's JSON error body.
+    "skiptrace.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -107,7 +113,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "skiptrace.middleware.ApiErrorMiddleware",
 ]
 
 ROOT_URLCONF = "convexa.urls"
@@ -145,10 +150,29 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
 
+# --- HTTPS and browser hardening (`manage.py check --deploy` is clean with the production values) ---
+# Defaults are safe for `make serve` on plain HTTP (nothing sticky, nobody locked out); behind a TLS
+# proxy set DJANGO_SECURE_SSL_REDIRECT=true (cookies then default to Secure), the proxy header, and HSTS.
+SECURE_SSL_REDIRECT = E.boolean("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^api/health$"]  # load-balancer probes may speak plain HTTP inside the network
+SECURE_PROXY_SSL_HEADER = E.proxy_ssl_header("DJANGO_SECURE_PROXY_SSL_HEADER")
+SESSION_COOKIE_SECURE = E.boolean("DJANGO_SESSION_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+CSRF_COOKIE_SECURE = E.boolean("DJANGO_CSRF_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+SECURE_HSTS_SECONDS = E.integer("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0, maximum=2 * 365 * 86_400)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = E.boolean("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = E.boolean("DJANGO_SECURE_HSTS_PRELOAD", False)
+CSRF_TRUSTED_ORIGINS = E.text_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"DJANGO_CSRF_TRUSTED_ORIGINS={_origin!r} is not valid: must start with https://")
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 
 LOG_LEVEL = E.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"))
 LOGGING = {

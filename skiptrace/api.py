@@ -68,8 +68,17 @@ def api_auth(methods: tuple[str, ...] = ("GET",), *, json_body: bool = False) ->
     return decorator
 
 
+def _content_length(request: HttpRequest) -> int:
+    raw = (request.META.get("CONTENT_LENGTH") or "").strip()
+    if not raw:
+        return 0
+    if not (raw.isascii() and raw.isdigit()):
+        raise BadJson(f"Content-Length {raw[:40]!r} is not a byte count")
+    return int(raw)
+
+
 def parse_json_body(request: HttpRequest) -> Any:
-    length = int(request.headers.get("Content-Length") or 0)
+    length = _content_length(request)
     if length > settings.MAX_REQUEST_BYTES:
         raise PayloadTooLarge(f"body is {length} bytes; the limit is {settings.MAX_REQUEST_BYTES}")
     raw = request.body
@@ -81,6 +90,8 @@ def parse_json_body(request: HttpRequest) -> Any:
         raise BadJson(f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadJson("body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int limit)
+        raise BadJson(f"body is not usable JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise BadJson("body must be a JSON object")
     return data

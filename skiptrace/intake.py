@@ -36,6 +36,10 @@ from typing import IO, Any
 MAX_LEADS = 100_000
 MAX_FIELD_CHARS = 200  # a longer cell makes its row invalid ("field too long: <field>")
 MAX_LEAD_ID_CHARS = 64
+# The lead table stores the raw zip and state in bounded columns (PostgreSQL enforces the bound);
+# a longer value is no zip or state anyway, so its row fails as "field too long: zip".
+FIELD_MAX_CHARS: dict[str, int] = {"state": 32, "zip": 16}
+_STATE_MAX, _ZIP_MAX = FIELD_MAX_CHARS["state"], FIELD_MAX_CHARS["zip"]
 MAX_FIELD_ERRORS = 50  # parse_json_leads stops collecting after this many
 
 CHUNK_BYTES = 64 * 1024
@@ -471,7 +475,14 @@ def _iter_rows(reader: Any, header: list[str], mapping: dict[str, int], max_rows
             cells = [cell.strip() for cell in pick(row)]
             # Lines are split at every CR and LF, so only a record read from several lines can
             # hold a line break in a cell.
-            if spanned > 1 or size > width or cells[7] or max(map(len, cells)) > MAX_LEAD_ID_CHARS:
+            if (
+                spanned > 1
+                or size > width
+                or cells[7]
+                or max(map(len, cells)) > MAX_LEAD_ID_CHARS
+                or len(cells[5]) > _STATE_MAX
+                or len(cells[6]) > _ZIP_MAX
+            ):
                 yield _checked_lead(cells, row[width:size], row_number)
             else:
                 yield LeadInput(
@@ -509,8 +520,9 @@ def _checked_lead(cells: list[str], extra: list[str], row_number: int) -> LeadIn
         problem = problem or "lead_id too long"
     values = dict(zip(TEXT_FIELDS, cells[1:7], strict=True))
     for field in TEXT_FIELDS:
-        if len(values[field]) > MAX_FIELD_CHARS:
-            values[field] = values[field][:MAX_FIELD_CHARS]
+        limit = FIELD_MAX_CHARS.get(field, MAX_FIELD_CHARS)
+        if len(values[field]) > limit:
+            values[field] = values[field][:limit]
             problem = problem or f"field too long: {field}"
     unit = cells[7]
     if len(unit) > MAX_FIELD_CHARS:
@@ -559,12 +571,12 @@ def parse_json_leads(leads: Any, *, max_leads: int = MAX_LEADS) -> list[LeadInpu
             errors[f"leads[{i}].lead_id"] = "must be a string"
         elif not is_text(lead_id):
             errors[f"leads[{i}].lead_id"] = "must be valid Unicode text"
+        elif len(lead_id) > MAX_LEAD_ID_CHARS:  # as sent: the documented schema's maxLength
+            errors[f"leads[{i}].lead_id"] = f"must be at most {MAX_LEAD_ID_CHARS} characters"
         else:
             lead_id = lead_id.replace("\x00", "").strip()  # NUL: stripped, as in CSV intake
             if not lead_id:
                 errors[f"leads[{i}].lead_id"] = "must not be empty"
-            elif len(lead_id) > MAX_LEAD_ID_CHARS:
-                errors[f"leads[{i}].lead_id"] = f"must be at most {MAX_LEAD_ID_CHARS} characters"
         values: dict[str, str] = {}
         too_long: str | None = None
         for field in TEXT_FIELDS:
@@ -575,8 +587,9 @@ def parse_json_leads(leads: Any, *, max_leads: int = MAX_LEADS) -> list[LeadInpu
                 errors[f"leads[{i}].{field}"] = "must be valid Unicode text"
             elif isinstance(value, str):
                 value = value.replace("\x00", "").strip()
-                if len(value) > MAX_FIELD_CHARS:
-                    value = value[:MAX_FIELD_CHARS]
+                limit = FIELD_MAX_CHARS.get(field, MAX_FIELD_CHARS)
+                if len(value) > limit:
+                    value = value[:limit]
                     too_long = too_long or f"field too long: {field}"
                 values[field] = value
             else:

@@ -16,7 +16,7 @@ from contacts.models import Lead
 from contacts.services import leads_upsert
 from skiptrace import guards, normalize
 from skiptrace.bulk import insert_rows
-from skiptrace.intake import LeadInput, derive_lead_id
+from skiptrace.intake import IntakeError, LeadInput, derive_lead_id
 from skiptrace.models import AttemptReason, ItemStatus, Run, RunItem
 from skiptrace.service import Policy, runs_refresh
 
@@ -104,6 +104,8 @@ def run_create(
                     rows[row.lead_id] = row  # one lead id twice in a chunk: the later row wins
             leads_upsert(list(rows.values()))
             insert_rows(RunItem, items)
+        if total == 0:  # a header-only file: refused like an empty JSON list, nothing is created
+            raise IntakeError("the file has a header but no lead rows")
         Run.objects.filter(run_id=run.run_id).update(total=total, queued=total - invalid, failed=invalid)
     runs_refresh([run.run_id], now=now)
     run.refresh_from_db()

@@ -44,7 +44,9 @@ def verify_artifact(run_id: str, name: str, token: str, *, now: int) -> bool:
     if name not in ARTIFACTS or not isinstance(token, str):
         return False
     expires_raw, dot, signature = token.partition(".")
-    if not dot or not signature or not expires_raw.isascii() or not expires_raw.isdigit():
+    # An expiry is an epoch second: more than 12 digits is no token we issued (and int() of a
+    # 5,000-digit string raises).
+    if not dot or not signature or not expires_raw.isascii() or not expires_raw.isdigit() or len(expires_raw) > 12:
         return False
     expires_at = int(expires_raw)
     if now >= expires_at:

@@ -1,10 +1,11 @@
 from django.urls import path
 
 from contacts import views as contact_views
-from skiptrace import views
+from skiptrace import openapi, views
 
 urlpatterns = [
     path("health", views.health, name="api-health"),
+    path("openapi.json", openapi.openapi_json, name="api-openapi"),
     path("metrics", views.metrics, name="api-metrics"),
     path("skiptrace", views.skiptrace_one, name="api-skiptrace"),
     path("skiptrace-runs", views.runs_create, name="api-runs-create"),
@@ -13,7 +14,8 @@ urlpatterns = [
     path("skiptrace-runs/<str:run_id>/report", views.run_report, name="api-run-report"),
     path("skiptrace-runs/<str:run_id>/artifacts", views.run_artifacts, name="api-run-artifacts"),
     path("artifacts/<str:run_id>/<str:name>", views.artifact_download, name="api-artifact-download"),
-    path("leads/<str:lead_id>/contacts", contact_views.lead_contacts, name="api-lead-contacts"),
+    # <path:>: a lead id from a CSV may hold "/" ("A/1"); sent as %2F it still reaches its lead
+    path("leads/<path:lead_id>/contacts", contact_views.lead_contacts, name="api-lead-contacts"),
     path("debug/skiptrace-latest", views.debug_latest, name="api-debug-latest"),
     # last: anything else under /api/ is a JSON 404 (never Django's HTML page)
     path("<path:rest>", views.api_not_found),

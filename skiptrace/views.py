@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from django import forms
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q, Sum
@@ -21,8 +20,11 @@ from skiptrace.provider import sanitize_for_debug
 from skiptrace.service import Policy
 
 
+@csrf_exempt  # open and read-only: a POST is a 405, not Django's CSRF page
 def health(request: HttpRequest) -> JsonResponse:
     """Open to everyone (load balancers): ``{ok, db, provider}``; 503 when the database is down."""
+    if request.method != "GET":
+        return _method_not_allowed(("GET",))
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -40,6 +42,12 @@ def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _method_not_allowed(methods: tuple[str, ...]) -> JsonResponse:
+    response = error("MethodNotAllowed", 405, f"use {' or '.join(methods)}")
+    response["Allow"] = ", ".join(methods)
+    return response
 
 
 def _policy(raw: object) -> Policy | dict[str, str]:
@@ -81,11 +89,11 @@ def _budget_pause(now: dt.datetime) -> JsonResponse:
 def runs_create(request: HttpRequest) -> HttpResponse:
     body = request.json  # type: ignore[attr-defined]
     label = body.get("source_label")
-    if isinstance(label, str):
-        label = label.replace("\x00", "")
     if label is not None and (not isinstance(label, str) or len(label) > 200 or not is_text(label)):
         return error("ValidationError", 400, "source_label must be a string of at most 200 characters",
                      fields={"source_label": "must be a string of at most 200 characters"})
+    if label is not None:
+        label = label.replace("\x00", "")  # PostgreSQL text cannot hold NUL
     leads = body.get("leads")
     if isinstance(leads, list) and len(leads) > settings.MAX_LEADS_PER_REQUEST:
         return error("PayloadTooLarge", 413, f"at most {settings.MAX_LEADS_PER_REQUEST} leads per request")
@@ -111,20 +119,15 @@ def run_status(request: HttpRequest, run_id: str) -> HttpResponse:
     return JsonResponse(runs.run_status(run))
 
 
-class ResumeForm(forms.Form):
-    overrideBudget = forms.TypedChoiceField(choices=[("0", "0"), ("1", "1")], coerce=lambda v: v == "1",
-                                            required=False, empty_value=False)
-
-
 @api_auth(("POST",))
 def run_resume(request: HttpRequest, run_id: str) -> HttpResponse:
     run = _run_or_404(run_id)
     if isinstance(run, JsonResponse):
         return run
-    form = ResumeForm(request.GET)
-    if not form.is_valid():
+    raw = request.GET.get("overrideBudget", "0")
+    if raw not in ("0", "1"):
         return error("ValidationError", 400, "overrideBudget must be 0 or 1", fields={"overrideBudget": "must be 0 or 1"})
-    override = form.cleaned_data["overrideBudget"]
+    override = raw == "1"
     now = timezone.now()
     if not override and not run.override_budget and guards.budget_exhausted(now):
         return _budget_pause(now)
@@ -153,13 +156,19 @@ def run_artifacts(request: HttpRequest, run_id: str) -> HttpResponse:
     return JsonResponse({"run_id": run.run_id, **urls})
 
 
+MAX_ARTIFACT_TOKEN_CHARS = 200
+
+
 @csrf_exempt  # no cookies involved: the signed token is the permission
 def artifact_download(request: HttpRequest, run_id: str, name: str) -> HttpResponse:
     """Served without the admin token: the signed, expiring ``token`` is the permission."""
     if request.method != "GET":
-        return error("MethodNotAllowed", 405, "use GET")
+        return _method_not_allowed(("GET",))
     token = request.GET.get("token", "")
-    if name not in signing.ARTIFACTS or not signing.verify_artifact(run_id, name, token, now=int(time.time())):
+    # A real token is "<10 digits>.<43 characters>"; anything far longer is refused before it is
+    # parsed (an expiry of 5,000 digits would make int() raise).
+    if (name not in signing.ARTIFACTS or len(token) > MAX_ARTIFACT_TOKEN_CHARS
+            or not signing.verify_artifact(run_id, name, token, now=int(time.time()))):
         return error("Forbidden", 403, "link is invalid or expired; ask /artifacts for a new one")
     report_path, csv_path = reports.artifact_paths(run_id)
     path = report_path if name == "report.json" else csv_path
@@ -198,6 +207,10 @@ def skiptrace_one(request: HttpRequest) -> HttpResponse:
 
 @api_auth(("GET",))
 def metrics(request: HttpRequest) -> HttpResponse:
+    fmt = request.GET.get("format", "json")
+    if fmt not in ("json", "prometheus"):
+        return error("ValidationError", 400, "format must be json or prometheus",
+                     fields={"format": "must be json or prometheus"})
     now = timezone.now()
     calls = ProviderCall.objects.aggregate(
         c2=Count("id", filter=Q(status_code__gte=200, status_code__lt=300)),
@@ -225,7 +238,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         "budget_spent_cents_today": guards.budget_spent_cents_today(now),
         "budget_cap_cents": settings.SKIP_TRACE_DAILY_BUDGET_CENTS,
     }
-    if request.GET.get("format") == "prometheus":
+    if fmt == "prometheus":
         return HttpResponse(_prometheus(data), content_type="text/plain; version=0.0.4; charset=utf-8")
     return JsonResponse(data)
 
@@ -244,16 +257,12 @@ def _prometheus(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-class DebugForm(forms.Form):
-    limit = forms.IntegerField(min_value=1, max_value=100, required=False)
-
-
 @api_auth(("GET",))
 def debug_latest(request: HttpRequest) -> HttpResponse:
-    form = DebugForm(request.GET)
-    if not form.is_valid():
+    raw = request.GET.get("limit", "10")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= 100):
         return error("ValidationError", 400, "limit must be a whole number from 1 to 100", fields={"limit": "1..100"})
-    limit = form.cleaned_data["limit"] or 10
+    limit = int(raw)
     import json
 
     def load(text: str | None):
