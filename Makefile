@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/convexa
 SANDBOX_PORT ?= 8787
+# Run once, on SQLite: the browser and the HTTP load test check the UI and gunicorn, not the database.
+PG_SKIP := --ignore=tests/test_browser.py --ignore=tests/test_load.py
 
 .PHONY: install demo test test-sqlite test-postgres serve worker sandbox bench lint clean
 
@@ -26,7 +28,7 @@ test: install
 	$(PY) -m pytest
 	@if $(PY) scripts/pg_ready.py "$(PG_URL)"; then \
 		echo "== PostgreSQL reachable: running the suite again on $(PG_URL)"; \
-		DATABASE_URL="$(PG_URL)" $(PY) -m pytest; \
+		DATABASE_URL="$(PG_URL)" $(PY) -m pytest $(PG_SKIP); \
 	else \
 		echo "== PostgreSQL not reachable at $(PG_URL): suite ran on SQLite only"; \
 	fi
@@ -35,7 +37,7 @@ test-sqlite: install
 	$(PY) -m pytest
 
 test-postgres: install
-	DATABASE_URL="$(PG_URL)" $(PY) -m pytest
+	DATABASE_URL="$(PG_URL)" $(PY) -m pytest $(PG_SKIP)
 
 serve: migrate
 	exec $(VENV)/bin/gunicorn convexa.wsgi:application --bind 0.0.0.0:$${PORT:-6001} --workers $${WEB_CONCURRENCY:-2} --threads 4 --timeout $${GUNICORN_TIMEOUT:-300} --access-logfile -
