@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TRICKY = ROOT.parent / "shared" / "data" / "leads_sample.csv"
+TRICKY = ROOT / "tests" / "fixtures" / "leads_sample.csv"
 FIRST = ["James", "Maria", "Robert", "Linda", "Michael", "Patricia", "David", "Jennifer", "Carlos", "Mei", "Aisha", "Tom"]
 LAST = ["Smith", "Garcia", "Johnson", "Nguyen", "Brown", "Martinez", "Lee", "Walker", "Hall", "Young", "Patel", "Kim"]
 STREETS = ["Oak", "Maple", "Cedar", "Pine", "Elm", "Lakeview", "Sunset", "Hillcrest", "River", "Park"]

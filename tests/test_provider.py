@@ -34,7 +34,8 @@ from skiptrace.provider import (
     sanitize_for_debug,
 )
 
-DATA_DIR = Path("/work/shared/data/batchdata")
+# Copies of ../shared/data/batchdata/*.json (BatchData v1 examples).
+DATA_DIR = Path(__file__).resolve().parent / "fixtures" / "batchdata"
 needs_examples = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"{DATA_DIR} not present")
 
 BASE_URL = "https://api.batchdata.test"
