@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from contacts.models import Email, Lead, Phone
-from skiptrace.bulk import insert_rows
+from skiptrace.bulk import insert_rows, update_rows
 
 SOURCE = "batchdata"
 
@@ -65,7 +65,7 @@ def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) 
     with transaction.atomic():
         Phone.objects.filter(lead_id__in=ids).delete()
         Email.objects.filter(lead_id__in=ids).delete()
-        Phone.objects.bulk_create(phones, batch_size=500)
-        Email.objects.bulk_create(emails, batch_size=500)
-        Lead.objects.bulk_update(leads, ["source", "cached", "stale", "matched", "provider_call", "run_id",
-                                         "contacts_updated_at", "updated_at"], batch_size=500)
+        insert_rows(Phone, phones)
+        insert_rows(Email, emails)
+        update_rows(Lead, leads, ["source", "cached", "stale", "matched", "provider_call", "run_id",
+                                  "contacts_updated_at", "updated_at"])

@@ -52,3 +52,26 @@ def insert_rows(
     rows = [tuple(adapt(getattr(obj, name)) for adapt, name in zip(adapters, attnames, strict=True)) for obj in objs]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields: Sequence[str]) -> None:
+    """``UPDATE … SET f = %s, … WHERE pk = %s`` for each object, in one ``executemany``.
+
+    What ``QuerySet.bulk_update`` does, without its per-object ``CASE WHEN`` expression tree
+    (measured: 168 ms vs 3 ms for 100 items x 7 fields).
+    """
+    if not objs:
+        return
+    meta = model._meta
+    by_name = {f.name: f for f in meta.concrete_fields}
+    targets = [by_name[name] for name in fields]
+    adapters = [_adapter(f) for f in targets]
+    quote = connection.ops.quote_name
+    sets = ", ".join(f"{quote(f.column)} = %s" for f in targets)
+    sql = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s"
+    rows = [
+        tuple(adapt(getattr(obj, f.attname)) for adapt, f in zip(adapters, targets, strict=True)) + (obj.pk,)
+        for obj in objs
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)

@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from contacts import services as contact_services
 from skiptrace import guards
+from skiptrace.bulk import insert_rows, update_rows
 from skiptrace.models import (
     OPEN_CALL_STATES,
     AttemptReason,
@@ -381,9 +382,9 @@ def _reserve_calls(
                 created_at=now,
             )
         )
-    # ignore_conflicts: a key taken by another worker since we looked means that worker's call is
-    # in flight for this signature; our items wait for its answer (single flight).
-    ProviderCall.objects.bulk_create(rows, ignore_conflicts=True)
+    # ON CONFLICT DO NOTHING: a key taken by another worker since we looked means that worker's call
+    # is in flight for this signature; our items wait for its answer (single flight).
+    insert_rows(ProviderCall, rows, conflict=["provider", "idempotency_key"])
     mine = {c.signature: c for c in ProviderCall.objects.filter(batch_id=batch_id)}
     reserved = Reserved(batch_id=batch_id)
     for sig in chosen:
@@ -398,8 +399,8 @@ def _reserve_calls(
         reserved.served[call.pk] = sig_items
         for item in sig_items:
             item.provider_call, item.lease_until, item.updated_at = call, lease, now
-    RunItem.objects.bulk_update([i for c in reserved.calls for i in reserved.served[c.pk]],
-                                ["provider_call", "lease_until", "updated_at"])
+    update_rows(RunItem, [i for c in reserved.calls for i in reserved.served[c.pk]],
+                ["provider_call", "lease_until", "updated_at"])
     if reserved.calls:
         log.info("batch %s reserved: runs=%s calls=%d provider_call_ids=%d..%d", batch_id,
                  ",".join(sorted({c.run_id or "-" for c in reserved.calls})), len(reserved.calls),
@@ -550,12 +551,12 @@ def _record_success(
         answer = Answer(call.pk, contacts, result.payload_hash, now, expires)
         served.extend((item, answer) for item in reserved.served[call.pk])
     with transaction.atomic():
-        ProviderCall.objects.bulk_update(reserved.calls, [
+        update_rows(ProviderCall, reserved.calls, [
             "state", "status_code", "response_json", "payload_hash", "cost_cents", "matched", "match_count",
             "parsed_contacts_json", "provider_request_id", "finished_at", "lease_until",
         ])
-        CacheEntry.objects.bulk_create(
-            entries, update_conflicts=True, unique_fields=["provider", "idempotency_key"],
+        insert_rows(
+            CacheEntry, entries, conflict=["provider", "idempotency_key"],
             update_fields=["signature", "payload_hash", "response_json", "parsed_contacts_json", "ttl_expires_at",
                            "created_at", "last_seen", "provider_call"],
         )
@@ -675,11 +676,11 @@ def _conclude(served: Sequence[tuple[RunItem, Answer]], *, cached: bool, now: dt
     if retry:
         predecessors = {i.predecessor_call_id for i in retry if i.predecessor_call_id}
         ProviderCall.objects.filter(id__in=predecessors).update(label=PREDECESSOR_LABEL)
-        RunItem.objects.bulk_update(retry, ["status", "attempt_reason", "predecessor_call", "provider_call",
-                                            "lease_until", "not_before", "updated_at"])
+        update_rows(RunItem, retry, ["status", "attempt_reason", "predecessor_call", "provider_call",
+                                     "lease_until", "not_before", "updated_at"])
     if done:
-        RunItem.objects.bulk_update([i for i, _ in done], ["status", "cached", "stale", "provider_call",
-                                                           "lease_until", "last_error", "updated_at"])
+        update_rows(RunItem, [i for i, _ in done], ["status", "cached", "stale", "provider_call",
+                                                    "lease_until", "last_error", "updated_at"])
         contact_services.leads_contacts_save(
             [contact_services.ContactsUpdate(lead_id=i.lead_id, run_id=i.run_id, contacts=a.contacts,
                                              provider_call_id=a.call_id, cached=cached, stale=a.stale)
