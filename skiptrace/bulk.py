@@ -10,6 +10,7 @@ ids); the output is the same rows ``bulk_create`` would write.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from django.db import connection, models
@@ -75,3 +76,21 @@ def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields:
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+def row_factory(model: type[models.Model]) -> Callable[..., SimpleNamespace]:
+    """A maker of plain rows for ``insert_rows``: every column's default, then the given values
+    (by attname, e.g. ``run_id``). Skips ``Model.__init__`` (about 60 µs an object) on the intake
+    hot path."""
+    defaults = {
+        f.attname: f.get_default()
+        for f in model._meta.concrete_fields
+        if not (f.primary_key and isinstance(f, models.AutoField))
+    }
+
+    def make(**values: Any) -> SimpleNamespace:
+        row = dict(defaults)
+        row.update(values)
+        return SimpleNamespace(**row)
+
+    return make

@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -15,7 +16,7 @@ from django.utils import timezone
 from contacts.models import Lead
 from contacts.services import leads_upsert
 from skiptrace import guards, normalize
-from skiptrace.bulk import insert_rows
+from skiptrace.bulk import insert_rows, row_factory
 from skiptrace.intake import IntakeError, LeadInput, derive_lead_id
 from skiptrace.models import AttemptReason, ItemStatus, Run, RunItem
 from skiptrace.service import Policy, runs_refresh
@@ -44,11 +45,15 @@ def _display_owner(lead: LeadInput) -> str:
     return " ".join(p for p in (lead.first_name, lead.last_name) if p)
 
 
-def _build(lead: LeadInput, *, run: Run, position: int, now: dt.datetime) -> tuple[RunItem, Lead | None]:
-    """One run item (and its lead) from one input lead; a bad lead becomes a failed item."""
-    item = RunItem(
-        run=run, position=position, address_display=_display_address(lead), owner_display=_display_owner(lead),
-        status=ItemStatus.QUEUED, updated_at=now,
+_item_row = row_factory(RunItem)
+_lead_row = row_factory(Lead)
+
+
+def _build(lead: LeadInput, *, run: Run, position: int, now: dt.datetime) -> tuple[Any, Any | None]:
+    """One run item row (and its lead row) from one input lead; a bad lead becomes a failed item."""
+    item = _item_row(
+        run_id=run.run_id, position=position, address_display=_display_address(lead),
+        owner_display=_display_owner(lead), status=ItemStatus.QUEUED, updated_at=now,
     )
     problem = lead.problem
     norm = None
@@ -71,7 +76,7 @@ def _build(lead: LeadInput, *, run: Run, position: int, now: dt.datetime) -> tup
     item.city, item.state, item.zip, item.first, item.last = norm.city, norm.state, norm.zip, norm.first, norm.last
     if norm.is_entity:
         item.owner_display = item.owner_display or norm.entity_name
-    row = Lead(
+    row = _lead_row(
         lead_id=item.lead_id, first_name=lead.first_name, last_name=lead.last_name, street=lead.street,
         city=lead.city, state=lead.state, zip=lead.zip, address=item.address_display, owner=item.owner_display,
         is_entity=norm.is_entity, signature=norm.signature, created_at=now, updated_at=now,
