@@ -9,6 +9,7 @@ ids); the output is the same rows ``bulk_create`` would write.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -16,12 +17,27 @@ from typing import Any
 from django.db import connection, models
 
 
-def _adapter(field: models.Field) -> Callable[[Any], Any]:
+def _adapter(field: models.Field) -> Callable[[Any], Any] | None:
+    """How a value of this column goes to the driver; None when it goes as it is."""
     if isinstance(field, models.DateTimeField):
         return lambda v: None if v is None else connection.ops.adapt_datetimefield_value(v)
     if isinstance(field, models.DateField):
         return lambda v: None if v is None else connection.ops.adapt_datefield_value(v)
-    return lambda v: v
+    return None
+
+
+def _rows(objs: Sequence[Any], fields: Sequence[models.Field], extra: Callable[[Any], tuple] | None = None) -> list[tuple]:
+    """Value tuples in column order: a C-level attrgetter, then only the columns that need adapting."""
+    get = operator.attrgetter(*[f.attname for f in fields])
+    adapt = [(n, a) for n, a in enumerate(_adapter(f) for f in fields) if a is not None]
+    rows = []
+    for obj in objs:
+        values = get(obj)
+        row = list(values) if len(fields) > 1 else [values]
+        for n, a in adapt:
+            row[n] = a(row[n])
+        rows.append(tuple(row) + (extra(obj) if extra else ()))
+    return rows
 
 
 def insert_rows(
@@ -39,8 +55,6 @@ def insert_rows(
     if not objs:
         return
     fields = [f for f in model._meta.concrete_fields if not (f.primary_key and isinstance(f, models.AutoField))]
-    adapters = [_adapter(f) for f in fields]
-    attnames = [f.attname for f in fields]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
@@ -50,9 +64,8 @@ def insert_rows(
         target = ", ".join(quote(by_name[name].column) for name in conflict)
         sets = ", ".join(f"{quote(by_name[n].column)} = excluded.{quote(by_name[n].column)}" for n in update_fields)
         sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}" if sets else f" ON CONFLICT ({target}) DO NOTHING"
-    rows = [tuple(adapt(getattr(obj, name)) for adapt, name in zip(adapters, attnames, strict=True)) for obj in objs]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        cursor.executemany(sql, _rows(objs, fields))
 
 
 def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields: Sequence[str]) -> None:
@@ -66,16 +79,11 @@ def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields:
     meta = model._meta
     by_name = {f.name: f for f in meta.concrete_fields}
     targets = [by_name[name] for name in fields]
-    adapters = [_adapter(f) for f in targets]
     quote = connection.ops.quote_name
     sets = ", ".join(f"{quote(f.column)} = %s" for f in targets)
     sql = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s"
-    rows = [
-        tuple(adapt(getattr(obj, f.attname)) for adapt, f in zip(adapters, targets, strict=True)) + (obj.pk,)
-        for obj in objs
-    ]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        cursor.executemany(sql, _rows(objs, targets, extra=lambda obj: (obj.pk,)))
 
 
 def row_factory(model: type[models.Model]) -> Callable[..., SimpleNamespace]:

@@ -613,11 +613,16 @@ def _run_single_letters(words: list[str]) -> list[str]:
 
 
 def _has_entity_phrase(words: list[str]) -> bool:
+    if not _PHRASE_FIRST_WORDS.intersection(words):  # the common case: a person's name, no phrase can start
+        return False
     for phrase in ENTITY_PHRASES:
         n = len(phrase)
         if any(tuple(words[i:i + n]) == phrase for i in range(len(words) - n + 1)):
             return True
     return False
+
+
+_PHRASE_FIRST_WORDS = frozenset(phrase[0] for phrase in ENTITY_PHRASES)
 
 
 def is_entity_name(name: str | None) -> bool:
