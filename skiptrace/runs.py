@@ -194,7 +194,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 def default_policy() -> Policy:
-    return Policy(retry_sanitized=settings.SANITIZED_RETRY_ENABLED)
+    return Policy.default()
 
 
 __all__ = ["AttemptReason", "CreatedRun", "run_create", "run_resume", "run_pause", "run_status"]
