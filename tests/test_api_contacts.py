@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from skiptrace import service
-from skiptrace.worker import Worker
+from tests.helpers import run_leads
 
 pytestmark = pytest.mark.django_db
 
@@ -25,16 +25,6 @@ def make_lead(n: int, marker: str = "ALWAYSMATCH", **overrides) -> dict:
     }
     lead.update(overrides)
     return lead
-
-
-def run_leads(client, leads) -> str:
-    response = client.post_json("/api/skiptrace-runs", {"source_label": "contacts", "leads": leads})
-    assert response.status_code == 200, response.content
-    worker = Worker(concurrency=1)
-    for _ in range(20):
-        if not worker.process_one_batch():
-            break
-    return response.json()["run_id"]
 
 
 def contacts(client, lead_id: str):

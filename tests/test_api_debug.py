@@ -9,8 +9,8 @@ import re
 import pytest
 
 from skiptrace.models import ProviderCall
-from skiptrace.worker import Worker
 from tests.conftest import PROVIDER_TOKEN
+from tests.helpers import run_leads
 
 pytestmark = pytest.mark.django_db
 
@@ -22,16 +22,6 @@ CALL_KEYS = {"provider_call_id", "run_id", "lead_id", "state", "status_code", "m
 def make_lead(n: int, marker: str = "ALWAYSMATCH") -> dict:
     return {"lead_id": f"D-{n:04d}", "first_name": "Gloria", "last_name": "Patel",
             "street": f"{500 + n} {marker} St", "city": "Denver", "state": "CO", "zip": "80202"}
-
-
-def run_leads(client, leads) -> str:
-    response = client.post_json("/api/skiptrace-runs", {"source_label": "debug", "leads": leads})
-    assert response.status_code == 200, response.content
-    worker = Worker(concurrency=1)
-    for _ in range(20):
-        if not worker.process_one_batch():
-            break
-    return response.json()["run_id"]
 
 
 def latest(client, **params):

@@ -20,6 +20,7 @@ from skiptrace import service
 from skiptrace.models import GuardState, ProviderCall, Run, RunItem
 from skiptrace.worker import Worker
 from tests.conftest import ApiClient
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -67,15 +68,6 @@ def status_of(client, run_id: str) -> dict:
 
 def parse_iso(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["error"] == code
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
 
 
 def download(client, url: str):

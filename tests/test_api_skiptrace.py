@@ -8,6 +8,7 @@ import re
 import pytest
 
 from skiptrace.models import GuardState, ProviderCall, Run
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -16,15 +17,6 @@ LEAD = {
     "lead_id": "S-0001", "first_name": "Maria", "last_name": "Garcia",
     "street": "4410 Alwaysmatch Hollow Dr", "city": "Tampa", "state": "FL", "zip": "33610",
 }
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["error"] == code
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
 
 
 def open_breaker(minutes: float = 5) -> None:

@@ -27,6 +27,7 @@ from skiptrace import reports, runs
 from skiptrace.intake import IntakeError, iter_csv_leads
 from skiptrace.models import ProviderCall, Run, RunItem
 from skiptrace.worker import Worker
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -101,15 +102,6 @@ def assert_tables_intact() -> None:
         for table in TABLES:
             cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - fixed names
             cursor.fetchone()
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content[:500]
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["error"] == code and body["detail"]
-    assert "Traceback" not in response.content.decode("utf-8", "replace")
-    return body
 
 
 def good_lead(n: int = 1, **overrides) -> dict:

@@ -21,6 +21,7 @@ from skiptrace import api, signing
 from skiptrace.models import Run
 from skiptrace.worker import Worker
 from tests.conftest import ADMIN_TOKEN, ApiClient
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -28,14 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL_COMPARE_DIGEST = hmac.compare_digest
 LEAD = {"lead_id": "SEC-1", "first_name": "Dana", "last_name": "Reyes", "street": "100 ALWAYSMATCH Rd",
         "city": "Tampa", "state": "FL", "zip": "33610"}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content[:300]
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
-    assert body["error"] == code and body["detail"]
-    return body
 
 
 def finished_run(api_client, lead_id: str = "SEC-1") -> str:
