@@ -105,6 +105,9 @@ def budget_unpause(now: dt.datetime) -> int:
         soft_paused=False, reason=None
     )
     if resumed:
+        from skiptrace.wakeup import notify_work
+
+        notify_work()  # workers on other hosts go on at once, not at their next poll
         log.info("budget has room again: %d paused runs resume", resumed)
     return resumed
 

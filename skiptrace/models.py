@@ -60,6 +60,10 @@ class Run(models.Model):
     provider_served = models.IntegerField(default=0)  # items whose answer came from a fresh call
     cost_cents = models.IntegerField(default=0)
     report_written_at = models.DateTimeField(null=True, blank=True)
+    # when the counters above were last recounted from the items, and what that recount cost
+    # (``service.runs_refresh`` spaces recounts of big runs by it)
+    counted_at = models.DateTimeField(null=True, blank=True)
+    count_ms = models.FloatField(default=0)
 
     class Meta:
         db_table = "skiptrace_runs"

@@ -16,6 +16,7 @@ from django.utils import timezone
 from contacts.models import Lead
 from contacts.services import leads_upsert
 from skiptrace import guards, normalize
+from skiptrace.wakeup import notify_work
 from skiptrace.bulk import insert_rows, row_factory
 from skiptrace.intake import IntakeError, LeadInput, derive_lead_id
 from skiptrace.models import AttemptReason, ItemStatus, Run, RunItem
@@ -112,7 +113,8 @@ def run_create(
         if total == 0:  # a header-only file: refused like an empty JSON list, nothing is created
             raise IntakeError("the file has a header but no lead rows")
         Run.objects.filter(run_id=run.run_id).update(total=total, queued=total - invalid, failed=invalid)
-    runs_refresh([run.run_id], now=now)
+        notify_work()  # delivered at commit: idle workers claim at once
+    runs_refresh([run.run_id], now=now, force=True)
     run.refresh_from_db()
     log.info("run %s created: %d leads (%d invalid) label=%r", run.run_id, total, invalid, source_label)
     return CreatedRun(run=run, total=total, invalid=invalid)
@@ -152,7 +154,8 @@ def run_resume(*, run: Run, override_budget: bool, now: dt.datetime | None = Non
         if override_budget or run.reason != "daily_budget":
             update["reason"] = None
         Run.objects.filter(run_id=run.run_id).update(**update)
-    runs_refresh([run.run_id], now=now)
+        notify_work()
+    runs_refresh([run.run_id], now=now, force=True)
     log.info("run %s resumed: %d failed and %d queued items requeued (override_budget=%s)",
              run.run_id, failed, queued, override_budget)
     return failed + queued
@@ -307,5 +310,5 @@ def _single_failure(item: RunItem, run: Run, last, now: dt.datetime) -> SingleRe
             status=ItemStatus.FAILED, last_error=f"{code}: {detail}", updated_at=now
         )
         Run.objects.filter(run_id=run.run_id).update(soft_paused=False)
-        runs_refresh([run.run_id], now=now)
+        runs_refresh([run.run_id], now=now, force=True)
     return SingleResult(status, error=code, detail=detail, fields=fields)

@@ -3,7 +3,9 @@
 ``Worker.process_one_batch()`` is the unit the tests call: claim up to SKIP_TRACE_BATCH_SIZE
 items, run them through the money path, return True if it did work. ``run()`` keeps
 ``concurrency`` threads doing that until shut down; the signal handler only sets ``shutdown``, and
-the threads finish the batch they hold (its request, its recording) before returning.
+the threads finish the batch they hold (its request, its recording) before returning. Idle threads
+wait on a condition that the main thread signals as soon as work is queued (``skiptrace.wakeup``),
+with ``idle_sleep_s`` as the fallback poll.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from skiptrace import guards, service
+from skiptrace.wakeup import WorkSignal
 from skiptrace.models import ItemStatus, RunItem
 from skiptrace.provider import BatchDataClient
 
@@ -39,7 +42,7 @@ class Worker:
         client: BatchDataClient | None = None,
         clock: Callable = timezone.now,
         run_id: str | None = None,
-        idle_sleep_s: float = 0.25,
+        idle_sleep_s: float = 0.5,
     ) -> None:
         self.concurrency = concurrency or settings.SKIP_TRACE_CONCURRENCY
         self.batch_size = batch_size or settings.SKIP_TRACE_BATCH_SIZE
@@ -51,6 +54,8 @@ class Worker:
         self.shutdown = False
         self._housekeeping_at = 0.0
         self._housekeeping_lock = threading.Lock()
+        self._wake = threading.Condition()
+        self._wake_generation = 0
 
     # -- single steps (what tests call) --
 
@@ -96,20 +101,33 @@ class Worker:
         ]
         for thread in threads:
             thread.start()
+        signal = WorkSignal()
         try:
             while any(t.is_alive() for t in threads):
-                for thread in threads:
-                    thread.join(timeout=0.2)
+                if self.shutdown:
+                    self._wake_all()
+                    for thread in threads:
+                        thread.join(timeout=0.2)
+                elif signal.wait(timeout=0.2):
+                    self._wake_all()
         finally:
             self.shutdown = True
+            self._wake_all()
             for thread in threads:
                 thread.join()
+            signal.close()
         log.info("worker %s stopped", self.worker_id)
+
+    def _wake_all(self) -> None:
+        with self._wake:
+            self._wake_generation += 1
+            self._wake.notify_all()
 
     def _loop(self, exit_when_idle: bool) -> None:
         try:
             while not self.shutdown:
                 close_old_connections()  # a fresh connection per unit of work survives DB restarts
+                seen = self._wake_generation  # a signal from now on ends the idle wait below
                 try:
                     did_work = self.process_one_batch()
                 except Exception:  # one bad batch must not kill the worker; its leases expire and it is retried
@@ -120,6 +138,8 @@ class Worker:
                     continue
                 if exit_when_idle and not self.has_pending_work():
                     return
-                time.sleep(self.idle_sleep_s)
+                with self._wake:
+                    self._wake.wait_for(lambda seen=seen: self._wake_generation != seen or self.shutdown,
+                                        timeout=self.idle_sleep_s)
         finally:
             connection.close()

@@ -384,3 +384,31 @@ def test_a_reservation_taken_back_by_the_reaper_is_never_sent(provider, clock):
     ProviderCall.objects.filter(pk=reserved.calls[0].pk).update(state=CallState.ERRORED)
     service.batch_send(reserved, client=client, clock=clock, outcome=outcome, worker_id="slow")
     assert [r["propertyAddress"]["street"] for r in provider.items] == ["12 ELM ST"]
+
+
+# --- run counters ----------------------------------------------------------------------------------
+
+
+def test_a_big_runs_counters_are_recounted_on_a_spacing_and_it_still_finishes_at_once(provider, clock, monkeypatch):
+    monkeypatch.setattr(service, "EXACT_RECOUNT_MAX_ITEMS", 2)  # make a 5-lead run "big"
+    run = create(*[lead(f"A-{n}", street=f"{100 + n} Oak St") for n in range(5)], now=clock())
+    worker = Worker(concurrency=1, clock=clock, batch_size=2)
+    assert worker.process_one_batch()
+    run.refresh_from_db()
+    assert (run.done, run.queued) == (0, 5)  # recounted at creation, not due again within 1 s
+    clock.advance(seconds=service.RECOUNT_MIN_INTERVAL_S)
+    assert worker.process_one_batch()
+    run.refresh_from_db()
+    assert (run.done, run.queued, run.finished_at) == (4, 1, None)  # due: a recount from the items
+    assert worker.process_one_batch()  # the last lead, not due: the "anything left?" probe finishes it
+    run.refresh_from_db()
+    assert (run.done, run.queued, run.state, run.cost_cents) == (5, 0, "finished", 5 * 7)
+    assert len(provider.items) == 5
+
+
+def test_a_small_runs_counters_are_exact_after_every_batch(provider, clock):
+    run = create(*[lead(f"A-{n}", street=f"{100 + n} Oak St") for n in range(3)], now=clock())
+    worker = Worker(concurrency=1, clock=clock, batch_size=2)
+    assert worker.process_one_batch()
+    run.refresh_from_db()
+    assert (run.done, run.queued, run.finished_at) == (2, 1, None)

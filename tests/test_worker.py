@@ -91,6 +91,24 @@ def test_same_lead_from_several_threads_at_once_is_sent_once(sandbox):
     assert set(RunItem.objects.values_list("status", flat=True)) == {ItemStatus.DONE}
 
 
+def test_an_idle_worker_starts_a_new_run_at_once_not_at_its_next_poll(sandbox):
+    worker = Worker(concurrency=2, idle_sleep_s=120)  # the fallback poll alone would wait two minutes
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)  # both threads found nothing and are idle
+        run_id = run_create(source_label="late", leads=leads(3), policy=Policy()).run.run_id
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and Run.objects.get(run_id=run_id).finished_at is None:
+            time.sleep(0.05)
+        run = Run.objects.get(run_id=run_id)
+        assert run.finished_at is not None and run.done == 3, (run.state, run.done)
+    finally:
+        worker.shutdown = True
+        thread.join(30)
+    assert not thread.is_alive()  # shutdown wakes idle threads too
+
+
 def test_two_worker_processes_share_one_queue_and_send_each_input_once(sandbox, tmp_path):
     sandbox.update_config(latency_s=0.1)
     for n in range(3):  # three runs of the same 60 leads: 60 inputs, 180 items
