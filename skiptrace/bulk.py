@@ -30,12 +30,16 @@ def _rows(objs: Sequence[Any], fields: Sequence[models.Field], extra: Callable[[
     """Value tuples in column order: a C-level attrgetter, then only the columns that need adapting."""
     get = operator.attrgetter(*[f.attname for f in fields])
     adapt = [(n, a) for n, a in enumerate(_adapter(f) for f in fields) if a is not None]
+    adapted: dict[Any, Any] = {}  # a batch shares a few timestamps ("now"): adapt each once
     rows = []
     for obj in objs:
         values = get(obj)
         row = list(values) if len(fields) > 1 else [values]
         for n, a in adapt:
-            row[n] = a(row[n])
+            value = row[n]
+            if value not in adapted:
+                adapted[value] = a(value)
+            row[n] = adapted[value]
         rows.append(tuple(row) + (extra(obj) if extra else ()))
     return rows
 
@@ -83,7 +87,8 @@ def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields:
     sets = ", ".join(f"{quote(f.column)} = %s" for f in targets)
     sql = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s"
     with connection.cursor() as cursor:
-        cursor.executemany(sql, _rows(objs, targets, extra=lambda obj: (obj.pk,)))
+        pk = operator.attrgetter(meta.pk.attname)  # works for plain rows (row_factory) too
+        cursor.executemany(sql, _rows(objs, targets, extra=lambda obj: (pk(obj),)))
 
 
 def row_factory(model: type[models.Model]) -> Callable[..., SimpleNamespace]:

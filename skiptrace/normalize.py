@@ -22,6 +22,7 @@ so those separators cannot be forged by the data.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -242,6 +243,10 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(out)).upper()
 
 
+# Values repeat across a list (cities, states, first and last names, and each cleaned name is
+# cleaned again by is_entity_name). Memoized: 12 instead of 18 µs a lead on the benchmark's list,
+# no gain when every value is distinct. Bounded, so memory stays flat in the row count.
+@functools.lru_cache(maxsize=50_000)
 def _clean(text: str | None, *, street: bool = False) -> str:
     """The cleaning every field shares: controls, fold, punctuation, whitespace.
 
@@ -625,6 +630,7 @@ def _has_entity_phrase(words: list[str]) -> bool:
 _PHRASE_FIRST_WORDS = frozenset(phrase[0] for phrase in ENTITY_PHRASES)
 
 
+@functools.lru_cache(maxsize=50_000)
 def is_entity_name(name: str | None) -> bool:
     """Whether one owner-name field names an organisation rather than a person.
 
