@@ -467,26 +467,40 @@ def batch_send(
     _breaker_record(ok=True, now=clock(), kind="ok")
 
 
-RECORD_ATTEMPTS = 6
+RECORD_RETRY_MAX_DELAY_S = 2.0
 
 
-def _retrying(record: Callable[[], None], *, sleep: Callable[[float], None] = time.sleep) -> None:
+def _retrying(
+    record: Callable[[], None],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    give_up_after_s: float | None = None,
+) -> None:
     """Run a recording transaction, retrying on a transient database error (SQLite busy past its
-    timeout, a PostgreSQL connection blip). Each attempt is one whole transaction, so a retry
-    never half-applies; after the last attempt the error propagates and the lease/reaper path
-    takes over."""
-    for attempt in range(1, RECORD_ATTEMPTS + 1):
+    timeout, e.g. behind a big upload; a PostgreSQL restart). Each attempt is one whole
+    transaction, so a retry never half-applies.
+
+    A paid answer is worth waiting for: attempts go on (backing off to every 2 s) for as long as the
+    calls' lease (``lease_seconds()``), not a fixed count. Past it the reaper settles the calls as
+    ``lost``, costed at their estimate, so giving up never leaves money unaccounted; the error then
+    propagates."""
+    give_up_at = monotonic() + (lease_seconds() if give_up_after_s is None else give_up_after_s)
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             record()
             return
         except OperationalError as exc:
-            if attempt == RECORD_ATTEMPTS:
+            delay = min(0.2 * attempt, RECORD_RETRY_MAX_DELAY_S)
+            if monotonic() + delay >= give_up_at:
                 raise
-            log.warning("recording a provider answer failed (%s); retry %d of %d", exc.__class__.__name__,
-                        attempt, RECORD_ATTEMPTS - 1)
+            log.warning("recording a provider answer failed (%s); retry %d in %.1f s", exc.__class__.__name__,
+                        attempt, delay)
             if not connection.in_atomic_block and not connection.is_usable():
                 connection.close()  # a broken PostgreSQL connection: the next attempt reconnects
-            sleep(0.2 * attempt)
+            sleep(delay)
 
 
 def _breaker_record(*, ok: bool, now: dt.datetime, kind: str) -> None:

@@ -412,3 +412,43 @@ def test_a_small_runs_counters_are_exact_after_every_batch(provider, clock):
     assert worker.process_one_batch()
     run.refresh_from_db()
     assert (run.done, run.queued, run.finished_at) == (2, 1, None)
+
+
+# --- recording a paid answer ---------------------------------------------------------------------
+
+
+class _Ticking:
+    """A monotonic clock that the fake sleep advances."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_recording_a_paid_answer_outlasts_a_long_busy_database():
+    from django.db import OperationalError
+
+    ticking, attempts = _Ticking(), []
+
+    def record() -> None:
+        attempts.append(ticking.now)
+        if len(attempts) <= 30:  # ~50 s of "database is locked" (an upload holding the write lock)
+            raise OperationalError("database is locked")
+
+    service._retrying(record, sleep=ticking.sleep, monotonic=lambda: ticking.now, give_up_after_s=120)
+    assert len(attempts) == 31 and 40 < ticking.now < 120
+
+
+def test_recording_gives_up_when_the_lease_is_over_and_says_so():
+    from django.db import OperationalError
+
+    ticking = _Ticking()
+
+    def record() -> None:
+        raise OperationalError("database is locked")
+
+    with pytest.raises(OperationalError):
+        service._retrying(record, sleep=ticking.sleep, monotonic=lambda: ticking.now, give_up_after_s=30)
+    assert 25 <= ticking.now <= 30
