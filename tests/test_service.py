@@ -452,3 +452,31 @@ def test_recording_gives_up_when_the_lease_is_over_and_says_so():
     with pytest.raises(OperationalError):
         service._retrying(record, sleep=ticking.sleep, monotonic=lambda: ticking.now, give_up_after_s=30)
     assert 25 <= ticking.now <= 30
+
+
+# --- contacts of a lead ----------------------------------------------------------------------------
+
+
+def test_a_cached_rerun_keeps_the_leads_contact_rows_and_a_forced_refetch_replaces_them(provider):
+    from contacts.models import Lead, Phone
+
+    create(lead("A-1"))
+    work()
+    first_call = ProviderCall.objects.get()
+    phones = list(Phone.objects.filter(lead_id="A-1").values_list("id", "number", "provider_call_id"))
+    assert phones and all(call_id == first_call.pk for _, _, call_id in phones)
+
+    rerun = create(lead("A-1"))
+    work()
+    saved = Lead.objects.get(lead_id="A-1")
+    assert (saved.cached, saved.run_id, saved.provider_call_id) == (True, rerun.run_id, first_call.pk)
+    assert list(Phone.objects.filter(lead_id="A-1").values_list("id", "number", "provider_call_id")) == phones
+
+    create(lead("A-1"), policy=Policy(force=True))
+    work()
+    second_call = ProviderCall.objects.latest("id")
+    assert second_call.pk != first_call.pk
+    refreshed = list(Phone.objects.filter(lead_id="A-1").values_list("id", "provider_call_id"))
+    assert refreshed and {call_id for _, call_id in refreshed} == {second_call.pk}
+    assert not {pk for pk, _ in refreshed} & {pk for pk, _, _ in phones}  # new rows, from the new answer
+    assert Lead.objects.get(lead_id="A-1").cached is False
