@@ -1197,9 +1197,10 @@ SCENARIOS = {
     "contention": (sc_contention, [None], {}, 400, False),
     "profile_pg": (sc_profile, [None], {}, 180, True),
     "scaleout": (sc_scaleout, [None], {}, 900, True),
+    "intake_pg": (sc_intake, ["small", "large"], {}, 600, True),
 }
 DEFAULT_ORDER = ["e2e", "naive", "batch1", "report", "intake", "status", "profile", "contention"]
-PG_ORDER = ["scaleout", "profile_pg"]
+PG_ORDER = ["scaleout", "profile_pg", "intake_pg"]
 
 
 def scenario_main(args) -> int:
@@ -1291,7 +1292,7 @@ def run_scenario(name: str, args) -> dict:
         results = {}
         for phase in phases:
             env = dict(base)
-            if name == "intake":
+            if name in ("intake", "intake_pg"):
                 if phase == "profile" and args.quick:
                     continue
                 small = 1_000 if args.quick else 10_000
@@ -1300,6 +1301,9 @@ def run_scenario(name: str, args) -> dict:
                 if not csv_file.exists():
                     bench_leads.write_csv(csv_file, rows, unit_frac=0.1, bad_frac=0.005)
                 env["SQLITE_DB_PATH"] = str(workdir / f"data-{phase}" / "bench.db")  # a fresh database per phase
+                if pg_db is not None:
+                    pg_admin(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+                    pg_admin(f'CREATE DATABASE "{pg_db}"')
                 phase = f"profile-{rows}" if phase == "profile" else str(rows)
             if name == "report" and phase == "profile" and args.quick:
                 continue
@@ -1364,16 +1368,18 @@ def goal_rows(R: dict) -> list[dict]:
             f"{m['write_run_artifacts_s']:.2f} s, peak RSS {m['peak_rss_mb']:.0f} MB",
             m["write_run_artifacts_s"] <= 5.0 and m["peak_rss_mb"] <= 300 and m["items"] >= 100_000, "report",
             "" if m["items"] >= 100_000 else "quick size: not the goal's size")
-    i = R.get("intake")
-    if i:
+    for key, vendor in (("intake", ""), ("intake_pg", " (postgresql)")):
+        i = R.get(key)
+        if not i:
+            continue
         phases = sorted((v for k, v in i.items() if k.isdigit()), key=lambda v: v["rows"])
         small, large = phases[0], phases[-1]
         growth = large["peak_rss_mb"] - small["peak_rss_mb"]
-        add(f"CSV intake of {large['rows']:,} rows", "<= 10 s, memory flat in the row count",
+        add(f"CSV intake of {large['rows']:,} rows{vendor}", "<= 10 s, memory flat in the row count",
             f"{large['intake_s']:.2f} s; peak RSS {small['peak_rss_mb']:.0f} MB at {small['rows']:,} rows vs "
             f"{large['peak_rss_mb']:.0f} MB at {large['rows']:,}",
             large["intake_s"] <= 10.0 and growth <= 0.15 * small["peak_rss_mb"] + 10 and large["rows"] >= 100_000,
-            "intake", "flat = peak grows < 15 % (+10 MB) for 10x the rows")
+            key, "flat = peak grows < 15 % (+10 MB) for 10x the rows")
     b = R.get("batch1")
     if b:
         add(f"batch size 1, saturated queue, {b['window_s']:.0f} s", "<= RPS in every 1 s window, >= 95 % of RPS average",
@@ -1557,14 +1563,16 @@ def render(R: dict, meta: dict) -> str:
         if "profile" in r:
             L += ["", "cProfile of `write_run_artifacts` (tottime; the profiler inflates times):", ""]
             L.append(md_table(r["profile"]["top"][:10], ["func", "calls", "tottime_s", "cumtime_s"]))
-    i = R.get("intake")
-    if i:
-        L += ["", "### CSV intake (intake)", ""]
-        rows = sorted((v for k, v in i.items() if k.isdigit()), key=lambda v: v["rows"])
+    for key, title in (("intake", "CSV intake (intake, SQLite)"), ("intake_pg", "CSV intake on PostgreSQL (intake_pg)")):
+        if not R.get(key):
+            continue
+        L += ["", f"### {title}", ""]
+        rows = sorted((v for k, v in R[key].items() if k.isdigit()), key=lambda v: v["rows"])
         L.append(md_table(rows, ["rows", "csv_mb", "parse_only_s", "intake_s", "cpu_s", "rows_per_s", "invalid",
                                  "rss_before_mb", "peak_rss_mb"],
                           ["rows", "CSV MB", "parse only (s)", "parse + run_create (s)", "process CPU (s)", "rows/s",
                            "invalid rows", "RSS after Django set-up (MB)", "peak RSS (MB)"]))
+    i = R.get("intake")
     prof = next((v for k, v in (i or {}).items() if k.startswith("profile-")), None)
     if prof:
         L += ["", f"Profile of `run_create` from a {prof['rows']:,}-row CSV: {prof['queries']} queries, "

@@ -59,3 +59,49 @@ def test_spec_tables_and_index_names_exist():
     columns = {c.name for c in connection.introspection.get_table_description(connection.cursor(), "provider_calls")}
     assert {"id", "provider", "idempotency_key", "lead_id", "run_id", "request_json", "response_json",
             "payload_hash", "status_code", "cost_cents", "error_text", "created_at"} <= columns
+
+
+def _lead_rows(ids, *, last: str, now):
+    from contacts.models import Lead
+    from skiptrace.bulk import row_factory
+
+    make = row_factory(Lead)
+    return [make(lead_id=i, first_name="Pat", last_name=last, street="1 Oak St", city="Tampa", state="FL",
+                 zip="33610", created_at=now, updated_at=now) for i in ids]
+
+
+def test_a_big_upsert_matches_row_by_row_semantics_on_either_database():
+    """On PostgreSQL a big upsert goes through COPY into a staging table; the outcome must be what
+    row-by-row ON CONFLICT gives: new rows inserted, existing ones updated, the later of two wins."""
+    from contacts.models import Lead
+    from contacts.services import leads_upsert
+
+    now = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
+    with transaction.atomic():
+        leads_upsert(_lead_rows([f"L{n}" for n in range(300)], last="First", now=now))
+    assert Lead.objects.count() == 300
+    assert Lead.objects.get(lead_id="L5").created_at == now
+    rows = _lead_rows([f"L{n}" for n in range(150, 450)], last="Second", now=now)
+    rows += _lead_rows(["L7"], last="Later", now=now)  # L7 twice in one upsert: the later row wins
+    rows = _lead_rows(["L7"], last="Earlier", now=now) + rows
+    leads_upsert(rows)  # outside a transaction too
+    names = dict(Lead.objects.values_list("lead_id", "last_name"))
+    assert len(names) == 450
+    assert names["L0"] == "First" and names["L149"] == "First"
+    assert names["L150"] == "Second" and names["L449"] == "Second"
+    assert names["L7"] == "Later"
+
+
+def test_a_big_plain_insert_keeps_every_value_on_either_database():
+    from contacts.models import Lead, Phone
+    from skiptrace.bulk import insert_rows, row_factory
+
+    Lead.objects.create(lead_id="L1")
+    make = row_factory(Phone)
+    phones = [make(lead_id="L1", number=f"+1813555{n:04d}", type="Mobile", is_dnc=n % 2 == 0, is_tcpa=False,
+                   confidence=None if n % 3 else n, position=n) for n in range(500)]
+    insert_rows(Phone, phones)
+    saved = list(Phone.objects.filter(lead_id="L1").order_by("position"))
+    assert len(saved) == 500
+    assert (saved[3].number, saved[3].is_dnc, saved[3].confidence) == ("+18135550003", False, 3)
+    assert (saved[4].is_dnc, saved[4].confidence) == (True, None)
