@@ -818,7 +818,7 @@ def on_run_finished(hook: RunFinished) -> None:
 # is recounted at most once per max(RECOUNT_MIN_INTERVAL_S, RECOUNT_SPACING x its last recount's
 # cost), fleet-wide, so the recount never takes more than about 1/RECOUNT_SPACING of the database's
 # time however big the run; in between, an indexed "anything left?" probe still finishes the run
-# at once. Measured in docs/PERFORMANCE.md: 128 ms for a 100,000-item run, which has 1,000 batches.
+# at once. Measured in docs/PERFORMANCE.md: 73-128 ms for a 100,000-item run, which has 1,000 batches.
 EXACT_RECOUNT_MAX_ITEMS = 5_000
 RECOUNT_MIN_INTERVAL_S = 1.0
 RECOUNT_SPACING = 10
