@@ -60,13 +60,15 @@ class Worker:
     # -- single steps (what tests call) --
 
     def housekeeping(self, *, force: bool = False) -> None:
-        """Reap expired leases and let budget-paused runs go on when a new day has room."""
+        """Reap expired leases, recount big runs whose counters went stale, and let budget-paused runs
+        go on when a new day has room."""
         with self._housekeeping_lock:
             if not force and time.monotonic() - self._housekeeping_at < HOUSEKEEPING_EVERY_S:
                 return
             self._housekeeping_at = time.monotonic()
         now = self.clock()
         service.leases_reap(now=now)
+        service.runs_refresh_stale(now=now)
         guards.budget_unpause(now)
 
     def process_one_batch(self) -> bool:

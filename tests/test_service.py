@@ -406,6 +406,20 @@ def test_a_big_runs_counters_are_recounted_on_a_spacing_and_it_still_finishes_at
     assert len(provider.items) == 5
 
 
+def test_a_paused_big_runs_counters_catch_up_in_the_workers_housekeeping(provider, clock, monkeypatch):
+    monkeypatch.setattr(service, "EXACT_RECOUNT_MAX_ITEMS", 2)
+    run = create(*[lead(f"A-{n}", street=f"{100 + n} Oak St") for n in range(5)], now=clock())
+    worker = Worker(concurrency=1, clock=clock, batch_size=2)
+    assert worker.process_one_batch()
+    Run.objects.filter(run_id=run.run_id).update(paused_by_operator=True)  # no batch follows to count it
+    run.refresh_from_db()
+    assert run.done == 0
+    clock.advance(seconds=service.STALE_COUNTERS_S + 1)
+    worker.housekeeping(force=True)
+    run.refresh_from_db()
+    assert (run.done, run.queued, run.finished_at) == (2, 3, None)
+
+
 def test_a_small_runs_counters_are_exact_after_every_batch(provider, clock):
     run = create(*[lead(f"A-{n}", street=f"{100 + n} Oak St") for n in range(3)], now=clock())
     worker = Worker(concurrency=1, clock=clock, batch_size=2)
