@@ -302,7 +302,7 @@ def _build_limiter():
             conninfo += f" password={db['PASSWORD']}"
         # Not autocommit: the bucket's LOCK TABLE must run inside the transaction that
         # pool.connection() opens and commits.
-        pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True)
+        pool = ConnectionPool(conninfo, min_size=1, max_size=2, open=True)  # one asking thread at a time
         bucket = PostgresBucket(pool, "convexa_provider", [rate])
         bucket.convexa_pool = pool
     else:
@@ -325,15 +325,50 @@ def reset_rate_limiter() -> None:
         _limiter = None
 
 
+_acquire_lock = threading.Lock()
+_permit = threading.local()  # when this thread's last permit was granted (time.monotonic())
+# A granted permit must be used at once: the window's 50 ms margin is all the lag it may have
+# between the limiter's clock and the request reaching the provider. On an overloaded host a
+# thread was seen to wait 69 ms between its permit and its POST (not scheduled), and the provider
+# saw 5 requests within 1 s. Older than this just before the POST, the permit is left unused (it
+# still counts in the window, so this only ever sends later) and another is taken.
+PERMIT_MAX_AGE_S = 0.025
+
+
 def rate_acquire(timeout_s: float = 60.0) -> bool:
-    """Block until a provider request may start under SKIP_TRACE_RPS (fleet-wide)."""
+    """Block until a provider request may start under SKIP_TRACE_RPS (fleet-wide).
+
+    One thread of a process asks the limiter at a time. A permit is stamped when the limiter reads
+    its clock, before the bucket's lock and insert; with every thread of a worker asking at once,
+    threads waited for a pooled connection between the two, so a permit could be granted (and the
+    request leave) up to ~80 ms after its stamp, past the window's 50 ms margin, and the provider
+    saw 5 requests within 1 s (docs/PERFORMANCE.md, scale-out). Serialized, the gap is the
+    bucket's own round trips, and the database sees one attempt per process at a time.
+    """
     limiter = _rate_limiter()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if limiter.try_acquire("batchdata", blocking=False):
-            return True
+        with _acquire_lock:
+            if limiter.try_acquire("batchdata", blocking=False):
+                _permit.granted_at = time.monotonic()
+                return True
         time.sleep(0.02)
     return False
+
+
+def rate_permit_fresh(max_age_s: float = PERMIT_MAX_AGE_S) -> None:
+    """Called right before the POST: take another permit if this thread's is older than
+    ``max_age_s``. Never raises: should the limiter fail now, the request goes on its permit."""
+    granted_at = getattr(_permit, "granted_at", None)
+    if granted_at is None or time.monotonic() - granted_at <= max_age_s:
+        return
+    log.info("rate permit %.0f ms old before its request left; taking a fresh one",
+             1000 * (time.monotonic() - granted_at))
+    try:
+        if not rate_acquire():
+            log.warning("no fresh rate permit within 60 s; the request goes on its old permit")
+    except Exception:  # the old permit was valid when granted
+        log.warning("the rate limiter failed while refreshing a permit; the request goes on its old one", exc_info=True)
 
 
 def slot_try_take(batch_id: str, *, now: dt.datetime, lease_s: float) -> set[int] | None:

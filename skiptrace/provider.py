@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -396,10 +396,14 @@ class BatchDataClient:
         # Without this option TCPA-flagged phones are silently dropped; we want them, flagged.
         return {"requests": items, "options": {"includeTCPABlacklistedPhones": True}}
 
-    def skip_trace(self, requests_: Sequence[TraceRequest]) -> BatchResult:
+    def skip_trace(
+        self, requests_: Sequence[TraceRequest], *, before_send: Callable[[], None] | None = None
+    ) -> BatchResult:
         """Send one batch (1..100 requests) as exactly one POST; parse the answer.
 
-        Raises ValueError for a bad batch (nothing sent) and ProviderError for anything else.
+        ``before_send`` runs after the body is built, immediately before the POST (the money path
+        checks there that its rate permit is still fresh). Raises ValueError for a bad batch
+        (nothing sent) and ProviderError for anything else.
         """
         requests_ = list(requests_)
         if not 1 <= len(requests_) <= MAX_BATCH:
@@ -412,6 +416,8 @@ class BatchDataClient:
         request_json = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("batchdata request %s", json.dumps(sanitize_for_debug(body)))
+        if before_send is not None:
+            before_send()
 
         started = time.perf_counter()
         try:

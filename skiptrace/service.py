@@ -451,7 +451,7 @@ def batch_send(
         _log_calls("sent", reserved.calls)
         try:
             try:
-                result = client.skip_trace(reserved.requests)
+                result = client.skip_trace(reserved.requests, before_send=guards.rate_permit_fresh)
             except ProviderError:
                 raise
             except Exception as exc:  # a bug after sending: the answer is unknown, so it is "lost"

@@ -208,3 +208,53 @@ def test_two_worker_processes_never_exceed_rps_or_concurrency(sandbox, tmp_path)
     assert stats["max_in_any_1s_window"] <= 4, [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]
     assert stats["max_concurrent"] <= 2
     assert RunItem.objects.filter(status=ItemStatus.DONE).count() == 30
+
+
+# --- a rate permit is used at once ----------------------------------------------------------------
+
+
+def test_a_permit_gone_stale_before_the_post_is_replaced_and_a_fresh_one_is_used(monkeypatch):
+    asked: list[float] = []
+
+    def fake_acquire(timeout_s: float = 60.0) -> bool:
+        asked.append(time.monotonic())
+        guards._permit.granted_at = time.monotonic()
+        return True
+
+    monkeypatch.setattr(guards, "rate_acquire", fake_acquire)
+    guards._permit.granted_at = time.monotonic()
+    guards.rate_permit_fresh()
+    assert asked == []  # granted just now: the request goes on it
+    guards._permit.granted_at = time.monotonic() - 0.07  # the thread was not scheduled for 70 ms
+    guards.rate_permit_fresh()
+    assert len(asked) == 1 and time.monotonic() - guards._permit.granted_at < guards.PERMIT_MAX_AGE_S
+
+
+def test_a_limiter_failure_while_refreshing_never_stops_a_request_whose_calls_are_sent(monkeypatch, caplog):
+    def broken(timeout_s: float = 60.0) -> bool:
+        raise RuntimeError("bucket unavailable")
+
+    monkeypatch.setattr(guards, "rate_acquire", broken)
+    guards._permit.granted_at = time.monotonic() - 1
+    with caplog.at_level(logging.WARNING, logger="convexa.guards"):
+        guards.rate_permit_fresh()  # does not raise
+    assert "goes on its old one" in caplog.text
+
+
+def test_the_client_checks_the_permit_after_building_the_body_and_just_before_the_post():
+    from skiptrace.provider import BatchDataClient, TraceRequest
+
+    fake = FakeBatchData()
+    events: list[str] = []
+
+    def answer(request):
+        events.append("post")
+        return fake(request)
+
+    client = BatchDataClient(base_url="http://127.0.0.1:9", path="/api/v1/property/skip-trace", token="t" * 40, timeout=5)
+    request = TraceRequest(request_id="r1", street="1 OAK ST", city="TAMPA", state="FL", zip="33610",
+                           first="PAT", last="OWNER")
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.POST, URL, callback=answer)
+        client.skip_trace([request], before_send=lambda: events.append("permit checked"))
+    assert events == ["permit checked", "post"]
