@@ -1517,8 +1517,8 @@ def render(R: dict, meta: dict) -> str:
     L = [BEGIN, "", "## Measured", ""]
     L.append(f"- **Machine**: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['os']}; Python {m['python']}, "
              f"Django {m['django']}, SQLite {m['sqlite']}" + (f", PostgreSQL {m['postgresql']}" if m.get("postgresql") else ""))
-    L.append("- **Command**: `make bench` (= `.venv/bin/python scripts/bench.py`); the scale-out and the PostgreSQL "
-             "profile need `.venv/bin/python scripts/bench.py --postgres`")
+    L.append("- **Command**: `make bench` (= `.venv/bin/python scripts/bench.py`); the PostgreSQL scenarios (scale-out, "
+             "profile, intake, report) need `.venv/bin/python scripts/bench.py --postgres`")
     L.append("- **Settings**: sandbox latency 1 s per request, SKIP_TRACE_RPS=4, SKIP_TRACE_CONCURRENCY=6, "
              "SKIP_TRACE_BATCH_SIZE=100 (batch1: 1); each scenario in a fresh database")
     dates = sorted({f"{R[k]['_date']}, code {R[k].get('_git', '?')} (`{R[k]['_command']}`)" for k in R
