@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from skiptrace.worker import Worker
 
 
@@ -25,3 +27,30 @@ def run_leads(client, leads, *, label: str = "test") -> str:
         if not worker.process_one_batch():
             break
     return response.json()["run_id"]
+
+
+_POST_LINE = re.compile(r"(\d\d):(\d\d):(\d\d),(\d{3}) INFO convexa.provider batchdata POST .*?elapsed=([\d.]+)s")
+
+
+def provider_send_times(outputs: list[str]) -> list[float]:
+    """When worker processes (LOG_LEVEL=info) sent their provider requests, in seconds of the day.
+
+    A POST is logged when its answer is in, with its elapsed time, so it left at the log time minus
+    that. This is the fleet-wide rate limiter's own guarantee, free of the sandbox's arrival clock,
+    which on a loaded host stalls with the test process and bunches arrivals together.
+    """
+    return sorted(
+        int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 - float(elapsed)
+        for out in outputs
+        for h, m, s, ms, elapsed in _POST_LINE.findall(out)
+    )
+
+
+def densest_window(times: list[float]) -> list[int]:
+    """The times (ms from its first) in the busiest half-open 1 s window."""
+    times = sorted(times)
+    best: list[int] = []
+    for i, first in enumerate(times):
+        window = [round(1000 * (t - first)) for t in times[i:] if t - first < 1.0]
+        best = max(best, window, key=len)
+    return best

@@ -15,6 +15,7 @@ from skiptrace.models import CallState, GuardState, ItemStatus, ProviderCall, Ru
 from skiptrace.runs import run_create, run_resume
 from skiptrace.service import Policy
 from skiptrace.worker import Worker
+from tests.helpers import densest_window, provider_send_times
 from tests.test_service import URL, FakeBatchData, create, items, lead, work
 from tests.test_worker import leads, start_worker, subprocess_env
 
@@ -197,15 +198,19 @@ def test_provider_errors_through_the_worker_open_the_breaker(settings, clock):
 def test_two_worker_processes_never_exceed_rps_or_concurrency(sandbox, tmp_path):
     sandbox.update_config(latency_s=0.3)
     run_create(source_label="t", leads=leads(30), policy=Policy())
-    env = subprocess_env(sandbox.url, tmp_path, SKIP_TRACE_RPS="4", SKIP_TRACE_CONCURRENCY="2", SKIP_TRACE_BATCH_SIZE="1")
+    env = subprocess_env(sandbox.url, tmp_path, SKIP_TRACE_RPS="4", SKIP_TRACE_CONCURRENCY="2", SKIP_TRACE_BATCH_SIZE="1",
+                         LOG_LEVEL="info")
     # Two threads per process: more than the slots, so the gate is what holds them back.
     procs = [start_worker(env, "--exit-when-idle", "--concurrency", "2") for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     stats = sandbox.stats.snapshot()
     assert stats["requests"] == 30
-    times = sorted(stats["request_times"])
-    assert stats["max_in_any_1s_window"] <= 4, [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]
+    # Sent: never more than RPS in any 1 s across both processes (the limiter's guarantee).
+    sends = provider_send_times(outputs)
+    assert len(sends) == 30 and len(densest_window(sends)) <= 4, densest_window(sends)
+    # Arrived: the sandbox's clock shares this host and process, so it may bunch arrivals a little.
+    assert len(densest_window(stats["request_times"])) <= 5, (densest_window(stats["request_times"]), densest_window(sends))
     assert stats["max_concurrent"] <= 2
     assert RunItem.objects.filter(status=ItemStatus.DONE).count() == 30
 

@@ -18,6 +18,7 @@ from django.db.models import Count
 from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
 from skiptrace.runs import run_create
 from skiptrace.service import Policy
+from tests.helpers import densest_window, provider_send_times
 from tests.test_worker import leads, start_worker, subprocess_env
 
 pytestmark = [
@@ -68,7 +69,15 @@ def test_three_worker_processes_work_one_run_each_item_once_within_rate_and_conc
     assert max(stats["item_keys"].values()) == 1
     assert stats["requests"] == LEADS // BATCH
     assert stats["max_concurrent"] <= CONCURRENCY, stats["max_concurrent"]
-    assert stats["max_in_any_1s_window"] <= RPS, stats["max_in_any_1s_window"]
+    # The fleet-wide limiter: never more than RPS requests sent in any 1 s, across the 3 processes.
+    sends = provider_send_times(outputs)
+    assert len(sends) == LEADS // BATCH
+    assert len(densest_window(sends)) <= RPS, densest_window(sends)
+    # At the sandbox, which shares this loaded host (and this test's process), arrivals jitter by
+    # tens of ms; the 50 ms margin absorbs most of it. A broken limiter (per process) would show
+    # up to 3 x RPS here.
+    arrivals = densest_window(stats["request_times"])
+    assert len(arrivals) <= RPS + RPS // 2, (arrivals, densest_window(sends))
 
     # All three processes took part (the queue was shared, not drained by the first one up).
     posts = [len(re.findall(r"batchdata POST", out)) for out in outputs]
@@ -80,3 +89,4 @@ def test_three_worker_processes_work_one_run_each_item_once_within_rate_and_conc
     assert (tmp_path / run.run_id / "report.json").exists()
     assert (tmp_path / run.run_id / "enriched.csv").exists()
     assert Run.objects.filter(run_id=run.run_id, report_written_at__isnull=False).exists()
+
