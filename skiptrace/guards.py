@@ -326,13 +326,16 @@ def reset_rate_limiter() -> None:
 
 
 _acquire_lock = threading.Lock()
-_permit = threading.local()  # when this thread's last permit was granted (time.monotonic())
-# A granted permit must be used at once: the window's 50 ms margin is all the lag it may have
-# between the limiter's clock and the request reaching the provider. On an overloaded host a
-# thread was seen to wait 69 ms between its permit and its POST (not scheduled), and the provider
-# saw 5 requests within 1 s. Older than this just before the POST, the permit is left unused (it
-# still counts in the window, so this only ever sends later) and another is taken.
+_permit = threading.local()  # when this thread asked for its last permit (time.monotonic())
+# A permit must be used at once: the window's 50 ms margin is all the lag it may have between the
+# limiter's clock reading (somewhere after the ask) and the request reaching the provider. On an
+# overloaded host a thread was seen to wait 69 ms between its permit and its POST (not scheduled),
+# and permits were granted up to 68 ms after the ask; the provider saw 5 requests within 1 s.
+# Older than this just before the POST, counted from the ask, the permit is left unused (it still
+# counts in the window, so this only ever sends later) and another is taken, up to
+# PERMIT_REFRESHES times.
 PERMIT_MAX_AGE_S = 0.025
+PERMIT_REFRESHES = 3
 
 
 def rate_acquire(timeout_s: float = 60.0) -> bool:
@@ -349,26 +352,32 @@ def rate_acquire(timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with _acquire_lock:
+            asked = time.monotonic()
             if limiter.try_acquire("batchdata", blocking=False):
-                _permit.granted_at = time.monotonic()
+                _permit.asked_at = asked
                 return True
         time.sleep(0.02)
     return False
 
 
 def rate_permit_fresh(max_age_s: float = PERMIT_MAX_AGE_S) -> None:
-    """Called right before the POST: take another permit if this thread's is older than
-    ``max_age_s``. Never raises: should the limiter fail now, the request goes on its permit."""
-    granted_at = getattr(_permit, "granted_at", None)
-    if granted_at is None or time.monotonic() - granted_at <= max_age_s:
-        return
-    log.info("rate permit %.0f ms old before its request left; taking a fresh one",
-             1000 * (time.monotonic() - granted_at))
-    try:
-        if not rate_acquire():
-            log.warning("no fresh rate permit within 60 s; the request goes on its old permit")
-    except Exception:  # the old permit was valid when granted
-        log.warning("the rate limiter failed while refreshing a permit; the request goes on its old one", exc_info=True)
+    """Called right before the POST: while this thread's permit is older than ``max_age_s``
+    (counted from when it was asked for), take another, at most PERMIT_REFRESHES times. Never
+    raises: should the limiter fail now, the request goes on the permit it has."""
+    for _ in range(PERMIT_REFRESHES):
+        asked_at = getattr(_permit, "asked_at", None)
+        if asked_at is None or time.monotonic() - asked_at <= max_age_s:
+            return
+        log.info("rate permit %.0f ms old before its request left; taking a fresh one",
+                 1000 * (time.monotonic() - asked_at))
+        try:
+            if not rate_acquire():
+                log.warning("no fresh rate permit within 60 s; the request goes on its old permit")
+                return
+        except Exception:  # the old permit was valid when granted
+            log.warning("the rate limiter failed while refreshing a permit; the request goes on its old one",
+                        exc_info=True)
+            return
 
 
 def slot_try_take(batch_id: str, *, now: dt.datetime, lease_s: float) -> set[int] | None:
