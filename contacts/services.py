@@ -53,7 +53,6 @@ def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) 
         return
     phones: list = []
     emails: list = []
-    leads: list = []
     with transaction.atomic():
         current = dict(Lead.objects.filter(lead_id__in=list(latest)).values_list("lead_id", "provider_call_id"))
         replace = [lid for lid, u in latest.items() if u.provider_call_id is None or current.get(lid) != u.provider_call_id]
@@ -70,11 +69,12 @@ def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) 
                     lead_id=u.lead_id, address=e["address"], is_primary=bool(e.get("isPrimary")),
                     confidence=e.get("confidence"), source=SOURCE, provider_call_id=u.provider_call_id, position=n,
                 ))
-        for u in latest.values():
-            leads.append(SimpleNamespace(
-                lead_id=u.lead_id, source=SOURCE, cached=u.cached, stale=u.stale, matched=u.contacts.get("matched"),
-                provider_call_id=u.provider_call_id, run_id=u.run_id, contacts_updated_at=now, updated_at=now,
-            ))
+        leads = [  # only the columns updated below
+            SimpleNamespace(lead_id=u.lead_id, source=SOURCE, cached=u.cached, stale=u.stale,
+                            matched=u.contacts.get("matched"), provider_call_id=u.provider_call_id, run_id=u.run_id,
+                            contacts_updated_at=now, updated_at=now)
+            for u in latest.values()
+        ]
         if replace:
             Phone.objects.filter(lead_id__in=replace).delete()
             Email.objects.filter(lead_id__in=replace).delete()

@@ -71,19 +71,19 @@ def insert_rows(
         sets = ", ".join(f"{quote(by_name[n].column)} = excluded.{quote(by_name[n].column)}" for n in update_fields)
         on_conflict = f" ON CONFLICT ({target}) DO UPDATE SET {sets}" if sets else f" ON CONFLICT ({target}) DO NOTHING"
     rows = _rows(objs, fields)
-    head = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "
+    table = quote(model._meta.db_table)
+    row_by_row = f"INSERT INTO {table} ({columns}) VALUES {placeholders}{on_conflict}"
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":  # SQLite: executemany runs in-process, no round trips
-            cursor.executemany(head + placeholders + on_conflict, rows)
+            cursor.executemany(row_by_row, rows)
             return
         # PostgreSQL: executemany costs the server one statement per row (a 100,000-row intake took
         # ~13 s; multi-row VALUES was slower still). COPY streams the rows in one statement; an
         # upsert of many rows goes through COPY into a temporary table, then one INSERT ... SELECT.
-        table = quote(model._meta.db_table)
         if not conflict:
             _copy(cursor, table, columns, rows)
         elif len(rows) < COPY_UPSERT_MIN_ROWS:
-            cursor.executemany(head + placeholders + on_conflict, rows)
+            cursor.executemany(row_by_row, rows)
         else:
             at = [fields.index(by_name[name]) for name in conflict]
             rows = list({tuple(row[i] for i in at): row for row in rows}.values())  # later row wins, as row by row

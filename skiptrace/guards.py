@@ -341,12 +341,9 @@ PERMIT_REFRESHES = 3
 def rate_acquire(timeout_s: float = 60.0) -> bool:
     """Block until a provider request may start under SKIP_TRACE_RPS (fleet-wide).
 
-    One thread of a process asks the limiter at a time. A permit is stamped when the limiter reads
-    its clock, before the bucket's lock and insert; with every thread of a worker asking at once,
-    threads waited for a pooled connection between the two, so a permit could be granted (and the
-    request leave) up to ~80 ms after its stamp, past the window's 50 ms margin, and the provider
-    saw 5 requests within 1 s (docs/PERFORMANCE.md, scale-out). Serialized, the gap is the
-    bucket's own round trips, and the database sees one attempt per process at a time.
+    One thread of a process asks the limiter at a time (see PERMIT_MAX_AGE_S for why the time
+    between ask and grant matters): no thread waits for a pooled connection between the limiter's
+    clock reading and its insert, and the database sees one attempt per process at a time.
     """
     limiter = _rate_limiter()
     deadline = time.monotonic() + timeout_s

@@ -878,7 +878,7 @@ def _recount_locked(run_id: str, *, now: dt.datetime, force: bool) -> list[str]:
             return []
         if not force and not _recount_due(run_id, *row, now=now):  # another worker recounted while we waited
             return []
-        return _recount([run_id], now=now)
+        return _recount(run_id, now=now)
 
 
 def _recount_due(run_id: str, total: int | None, counted_at: dt.datetime | None, count_ms: float, *,
@@ -892,39 +892,32 @@ def _recount_due(run_id: str, total: int | None, counted_at: dt.datetime | None,
     return not RunItem.objects.filter(run_id=run_id, status__in=(ItemStatus.QUEUED, ItemStatus.IN_FLIGHT)).exists()
 
 
-def _recount(run_ids: list[str], *, now: dt.datetime) -> list[str]:
+def _recount(run_id: str, *, now: dt.datetime) -> list[str]:
+    """Set one run's counters from its items; finish it when nothing is queued or in flight.
+    Returns ``[run_id]`` when this call finished it (one winner fleet-wide), else ``[]``."""
     started = time.perf_counter()
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    c: dict[str, int] = defaultdict(int)
     rows = (
-        RunItem.objects.filter(run_id__in=run_ids)
-        .values("run_id", "status")
+        RunItem.objects.filter(run_id=run_id)
+        .values("status")
         .annotate(n=Count("id"), n_cached=Count("id", filter=Q(cached=True, status=ItemStatus.DONE)),
                   n_fresh=Count("id", filter=Q(cached=False, status=ItemStatus.DONE, provider_call__isnull=False)))
     )
     for row in rows:
-        c = counts[row["run_id"]]
         c[row["status"]] += row["n"]
         c["cached"] += row["n_cached"]
         c["fresh"] += row["n_fresh"]
-    spend = dict(
-        ProviderCall.objects.filter(run_id__in=run_ids).values("run_id").annotate(s=Sum("cost_cents")).values_list("run_id", "s")
+    spend = ProviderCall.objects.filter(run_id=run_id).aggregate(s=Sum("cost_cents"))["s"] or 0
+    count_ms = 1000 * (time.perf_counter() - started)
+    Run.objects.filter(run_id=run_id).update(
+        total=sum(c[s] for s in ItemStatus.values), queued=c[ItemStatus.QUEUED], in_flight=c[ItemStatus.IN_FLIGHT],
+        done=c[ItemStatus.DONE], failed=c[ItemStatus.FAILED], cache_hits=c["cached"], provider_served=c["fresh"],
+        cost_cents=spend, counted_at=now, count_ms=round(count_ms, 2),
     )
-    count_ms = 1000 * (time.perf_counter() - started) / len(run_ids)
-    finished: list[str] = []
-    for run_id in run_ids:
-        c = counts[run_id]
-        total = sum(c[s] for s in ItemStatus.values)
-        Run.objects.filter(run_id=run_id).update(
-            total=total, queued=c[ItemStatus.QUEUED], in_flight=c[ItemStatus.IN_FLIGHT], done=c[ItemStatus.DONE],
-            failed=c[ItemStatus.FAILED], cache_hits=c["cached"], provider_served=c["fresh"], cost_cents=spend.get(run_id) or 0,
-            counted_at=now, count_ms=round(count_ms, 2),
-        )
-        if c[ItemStatus.QUEUED] == 0 and c[ItemStatus.IN_FLIGHT] == 0:
-            won = Run.objects.filter(run_id=run_id, finished_at__isnull=True).update(
-                finished_at=now, soft_paused=False, reason=None
-            )
-            if won:
-                Run.objects.filter(run_id=run_id, started_at__isnull=True).update(started_at=now)
-                finished.append(run_id)
-    return finished
+    if c[ItemStatus.QUEUED] or c[ItemStatus.IN_FLIGHT]:
+        return []
+    if not Run.objects.filter(run_id=run_id, finished_at__isnull=True).update(finished_at=now, soft_paused=False, reason=None):
+        return []
+    Run.objects.filter(run_id=run_id, started_at__isnull=True).update(started_at=now)
+    return [run_id]
 
