@@ -281,6 +281,17 @@ def batch_reserve(
         for item in pending:
             by_sig[item.active_signature].append(item)
         calls_by_sig = _calls_by_signature(list(by_sig), now=now)
+        # On PostgreSQL (READ COMMITTED) another worker may have completed a call for one of these
+        # signatures between the cache lookup above and that query: the call reads as final, not
+        # open, and the signature would be paid for a second time. Its cache entry was committed
+        # with it, so a second look at the cache now finds it.
+        settled = [i for sig, state in calls_by_sig.items() if state.final_count and not state.open for i in by_sig[sig]]
+        if settled:
+            unserved = {id(i) for i in _serve_from_cache(settled, now=now, outcome=outcome)}
+            for sig in {i.active_signature for i in settled}:
+                by_sig[sig] = [i for i in by_sig[sig] if id(i) in unserved]
+                if not by_sig[sig]:
+                    del by_sig[sig]
         to_call: list[str] = []
         for sig, sig_items in by_sig.items():
             state = calls_by_sig.get(sig)

@@ -494,3 +494,28 @@ def test_a_cached_rerun_keeps_the_leads_contact_rows_and_a_forced_refetch_replac
     assert refreshed and {call_id for _, call_id in refreshed} == {second_call.pk}
     assert not {pk for pk, _ in refreshed} & {pk for pk, _, _ in phones}  # new rows, from the new answer
     assert Lead.objects.get(lead_id="A-1").cached is False
+
+
+def test_an_answer_committed_between_the_cache_lookup_and_the_call_check_is_not_paid_twice(provider, clock, monkeypatch):
+    """Two workers, one signature (PostgreSQL, READ COMMITTED): worker 2 misses the cache, then
+    worker 1's answer commits, then worker 2 reads the signature's calls and finds one final call.
+    That must be a cache hit, not a second paid call."""
+    create(lead("A-1"), now=clock())
+    create(lead("B-1"), now=clock())  # the same owner and address: one signature
+    client = Worker(concurrency=1).client
+    first = service.items_claim(limit=1, now=clock(), worker_id="w1")
+    reserved = service.batch_reserve(first, client=client, now=clock(), outcome=service.BatchOutcome())
+    second = service.items_claim(limit=1, now=clock(), worker_id="w2")
+    real = service._calls_by_signature
+
+    def answer_lands_now(signatures, *, now):
+        service.batch_send(reserved, client=client, clock=clock, outcome=service.BatchOutcome(), worker_id="w1")
+        return real(signatures, now=now)
+
+    monkeypatch.setattr(service, "_calls_by_signature", answer_lands_now)
+    outcome = service.BatchOutcome()
+    assert service.batch_reserve(second, client=client, now=clock(), outcome=outcome) is None
+    assert outcome.cached == 1
+    assert len(provider.items) == 1 and ProviderCall.objects.count() == 1
+    item = RunItem.objects.get(lead_id="B-1")
+    assert (item.status, item.cached, item.provider_call_id) == (ItemStatus.DONE, True, reserved.calls[0].pk)
