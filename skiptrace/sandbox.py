@@ -1,20 +1,41 @@
-"""A local simulator of the BatchData v1 property skip-trace endpoint.
+"""A local simulator of the BatchData property skip-trace endpoint, V1 and V3.
 
 Used by ``make demo``, end-to-end tests, crash tests and benchmarks. Product code never imports this
 module: it reaches the sandbox only through ``BATCHDATA_BASE_URL``. Standard library only (no Django),
 so it can also run as ``python -m skiptrace.sandbox --port 8787``.
 
-Everything an answer contains is a pure function of the request content and ``SandboxConfig.seed``
-(see :func:`answer`), so a re-run of the same input gets the same matches, phones and emails.
+Everything an answer contains is a pure function of the request content and ``SandboxConfig`` (see
+:func:`answer` and :func:`answer_v3`), so a re-run of the same input gets the same matches, persons,
+phones and emails. V1 and V3 share the decision of whether an input matches (:func:`match_decision`).
 
 Routes:
 
-- ``POST /api/v1/property/skip-trace`` — the provider endpoint (other methods → 405).
-- ``GET /_sandbox/stats`` — :meth:`SandboxStats.snapshot`.
-- ``POST /_sandbox/reset`` — reset the stats (and re-seed the ``error_rate`` generator).
+- ``POST /api/v1/property/skip-trace`` — V1: ``results.persons[]``, one person per request, TCPA-flagged
+  phones dropped unless ``options.includeTCPABlacklistedPhones``.
+- ``POST /api/v3/property/skip-trace`` — V3: ``result.data[]``, one entry per request with ``input`` (the
+  request echoed), ``property`` (when matched), ``persons`` (0 to 3, phones ranked, TCPA-flagged phones
+  kept) and ``meta``; ``result.meta.results.matchCount`` counts entries matched with at least one person
+  (what the provider bills). ``options`` is accepted and ignored.
+- (other methods on either endpoint → 405.)
+- ``GET /_sandbox/stats`` — :meth:`SandboxStats.snapshot`, including what the provider would have billed
+  (``billed_matches``: the ``matchCount`` of every 2xx answer, unreadable ones included).
+- ``POST /_sandbox/reset`` — reset the stats (and re-seed the ``error_rate`` / ``unreadable_rate``
+  generators and the unreadable-kind rotation).
 - ``GET|POST /_sandbox/config`` — read / update :class:`SandboxConfig` fields from a JSON object, so an
   out-of-process test can inject faults.
 - anything else → 404 JSON.
+
+Street markers (uppercased, anywhere in the street): ``NOMATCH`` never matches; ``ALWAYSMATCH`` always
+matches with a callable mobile and an email; ``LITIGATOR`` matches with a litigator owner (V1: without
+phones; V3: with phones); ``DECEASEDMATCH`` matches with a deceased owner (V3); ``FAMILYMATCH`` matches
+with three persons in V3 (owner, co-owner, non-owner relative).
+
+Faults (``SandboxConfig.fault``, every request): ``500``/``429``/``401``/``402`` answer that status,
+``403_balance`` answers V3's out-of-credits 403 ``Insufficient balance``, ``timeout`` hangs ``hang_s``,
+``reset`` drops the connection, and ``malformed`` (not JSON), ``drift`` (the list renamed) and ``short``
+(one entry fewer) answer a billed 200 the client cannot map. ``unreadable_rate`` answers that fraction of
+requests with such a billed 200, rotating through :data:`UNREADABLE_KINDS`; ``match_count_extra`` raises
+every 200's ``matchCount`` above the per-person matches (capped at the request count).
 """
 
 from __future__ import annotations
@@ -33,6 +54,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,9 +62,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 SKIPTRACE_PATH = "/api/v1/property/skip-trace"
+SKIPTRACE_PATH_V3 = "/api/v3/property/skip-trace"
+SKIPTRACE_PATHS = {SKIPTRACE_PATH: "v1", SKIPTRACE_PATH_V3: "v3"}  # path -> API version
+V3_API_VERSION = "3.0.4"
 MAX_REQUESTS_PER_CALL = 100
 MAX_BODY_BYTES = 16 * 1024 * 1024
-FAULTS = ("500", "429", "401", "402", "timeout", "reset", "malformed", "drift", "short")
+FAULTS = ("500", "429", "401", "402", "403_balance", "timeout", "reset", "malformed", "drift", "short")
+# What an ``unreadable_rate`` answer looks like, in rotation order: a 200 the client cannot map completely.
+# Every kind but not_json keeps ``meta.results.matchCount`` readable, so the call can still be costed.
+UNREADABLE_KINDS = (
+    "not_json",  # the body is cut in half: not JSON at all
+    "no_list",  # results.persons (V1) / result.data (V3) is missing
+    "short_list",  # the list is one entry short
+    "foreign_request_id",  # one entry echoes a requestId that was not sent
+    "wrong_type",  # a field of the wrong type: a matched person's phones as a string
+)
 
 _STATUS_TEXT = {
     400: "Bad Request",
@@ -74,16 +108,25 @@ class SandboxConfig:
     match_rate: float = 0.7  # deterministic per normalized input
     seed: int = 7
     accept_x_api_key: bool = False  # also accept the token in an `X-API-Key` header
+    # Fraction of would-be 200 answers replaced by a billed 200 the client cannot map (seeded,
+    # deterministic like error_rate, from its own generator), rotating through unreadable_kinds.
+    unreadable_rate: float = 0.0
+    unreadable_kinds: list[str] | None = None  # the rotation; None = all of UNREADABLE_KINDS in order
+    # Added to matchCount of every 200 answer (V1 and V3), capped at requestCount; noMatchCount follows.
+    match_count_extra: int = 0
 
     def __post_init__(self) -> None:
         if self.fault is not None and str(self.fault) not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS} or None, not {self.fault!r}")
         if self.fault is not None:
             self.fault = str(self.fault)
+        for name in ("unreadable_rate", "unreadable_kinds", "match_count_extra"):
+            setattr(self, name, _coerce_config_value(name, getattr(self, name)))
 
 
-_FLOAT_FIELDS = {"latency_s", "error_rate", "hang_s", "match_rate"}
-_INT_FIELDS = {"error_status", "seed"}
+_FLOAT_FIELDS = {"latency_s", "error_rate", "hang_s", "match_rate", "unreadable_rate"}
+_RATE_FIELDS = {"error_rate", "match_rate", "unreadable_rate"}
+_INT_FIELDS = {"error_status", "seed", "match_count_extra"}
 
 
 def _coerce_config_value(name: str, value: Any) -> Any:
@@ -91,7 +134,7 @@ def _coerce_config_value(name: str, value: Any) -> Any:
     if name in _FLOAT_FIELDS:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{name} must be a non-negative number")
-        if name in ("error_rate", "match_rate") and value > 1:
+        if name in _RATE_FIELDS and value > 1:
             raise ValueError(f"{name} must be between 0 and 1")
         return float(value)
     if name in _INT_FIELDS:
@@ -99,7 +142,25 @@ def _coerce_config_value(name: str, value: Any) -> Any:
             raise ValueError(f"{name} must be an integer")
         if name == "error_status" and not 100 <= value <= 599:
             raise ValueError("error_status must be an HTTP status code")
+        if name == "match_count_extra" and value < 0:
+            raise ValueError("match_count_extra must be a non-negative integer")
         return value
+    if name == "unreadable_kinds":
+        if value is None or value == "" or value == []:
+            return None
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(
+                "unreadable_kinds must be a list of kind names, a comma-separated string or null"
+            )
+        unknown = [v for v in value if v not in UNREADABLE_KINDS]
+        if unknown:
+            raise ValueError(
+                f"unknown unreadable kind(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(UNREADABLE_KINDS)}"
+            )
+        return list(value)
     if name == "fault":
         if value is None or value == "" or str(value).lower() == "none":
             return None
@@ -130,26 +191,57 @@ def _coerce_config_value(name: str, value: Any) -> Any:
 
 
 class SandboxStats:
-    """What the sandbox has seen, for tests and benchmarks. Every method takes the lock."""
+    """What the sandbox has seen and what the provider would have billed. Every method takes the lock.
+
+    ``billed_matches`` is the sum of ``matchCount`` over every 2xx skip-trace answer: the readable ones,
+    the unreadable ones (``unreadable_rate``, faults ``malformed``/``drift``/``short``: the count of the
+    answer that was mangled, so also for a body that is not JSON) and ``match_count_extra`` included.
+    ``matched_items`` is the same without ``match_count_extra`` (the per-person matches).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.requests = 0
-        self.items = 0
+        self._clear()
         self.max_concurrent = 0
         self.current_concurrent = 0
+
+    def _clear(self) -> None:
+        self.requests = 0
+        self.items = 0
         self.request_times: list[float] = []
         self.item_keys: Counter[str] = Counter()
+        self.requests_by_version: Counter[str] = Counter()
+        self.status_counts: Counter[str] = Counter()
+        self.billed_answers = 0
+        self.billed_matches = 0
+        self.billed_by_version: Counter[str] = Counter()
+        self.matched_items = 0
+        self.unreadable_kinds: Counter[str] = Counter()
 
-    def arrive(self, at: float, keys: list[str]) -> None:
+    def arrive(self, at: float, keys: list[str], version: str = "v1") -> None:
         """Count one skip-trace POST (whatever it will be answered) and mark it in progress."""
         with self._lock:
             self.requests += 1
             self.items += len(keys)
             self.request_times.append(at)
             self.item_keys.update(keys)
+            self.requests_by_version[version] += 1
             self.current_concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self.current_concurrent)
+
+    def answered(
+        self, version: str, code: int, billed: int = 0, matched: int = 0, unreadable: str | None = None
+    ) -> None:
+        """Count one answer about to be sent: its status and, for a 2xx, its bill."""
+        with self._lock:
+            self.status_counts[str(code)] += 1
+            if 200 <= code < 300:
+                self.billed_answers += 1
+                self.billed_matches += billed
+                self.billed_by_version[version] += billed
+                self.matched_items += matched
+                if unreadable is not None:
+                    self.unreadable_kinds[unreadable] += 1
 
     def leave(self) -> None:
         with self._lock:
@@ -158,10 +250,7 @@ class SandboxStats:
     def reset(self) -> None:
         """Forget history. Requests still in progress stay counted in ``current_concurrent``."""
         with self._lock:
-            self.requests = 0
-            self.items = 0
-            self.request_times = []
-            self.item_keys = Counter()
+            self._clear()
             self.max_concurrent = self.current_concurrent
 
     def snapshot(self) -> dict[str, Any]:
@@ -173,8 +262,19 @@ class SandboxStats:
                 "max_concurrent": self.max_concurrent,
                 "current_concurrent": self.current_concurrent,
                 "item_keys": dict(self.item_keys),
+                "max_item_key_count": max(self.item_keys.values(), default=0),
                 "request_times": times,
                 "max_in_any_1s_window": max_in_window(times, 1.0),
+                "v1_requests": self.requests_by_version["v1"],
+                "v3_requests": self.requests_by_version["v3"],
+                "status_counts": dict(self.status_counts),
+                "billed_answers": self.billed_answers,
+                "billed_matches": self.billed_matches,
+                "billed_matches_v1": self.billed_by_version["v1"],
+                "billed_matches_v3": self.billed_by_version["v3"],
+                "matched_items": self.matched_items,
+                "unreadable_answers": sum(self.unreadable_kinds.values()),
+                "unreadable_kinds": dict(self.unreadable_kinds),
             }
 
 
@@ -297,6 +397,10 @@ def match_decision(request: dict[str, Any], config: SandboxConfig) -> tuple[bool
         return True, "alwaysmatch_marker"
     if "LITIGATOR" in street:
         return True, "litigator_marker"
+    if "DECEASEDMATCH" in street:
+        return True, "deceased_marker"
+    if "FAMILYMATCH" in street:
+        return True, "family_marker"
     rate = config.match_rate
     base = strip_unit(street)
     if base != street:
@@ -522,16 +626,360 @@ def answer(body: Any, config: SandboxConfig) -> tuple[int, dict[str, Any]]:
             "persons": persons,
             "meta": {
                 "apiVersion": "2.10.2-sandbox",
-                "results": {
-                    "requestCount": len(persons),
-                    "matchCount": matches,
-                    "noMatchCount": len(persons) - matches,
-                    "errorCount": 0,
-                },
+                "results": _result_counts(len(persons), matches, config),
                 "requestId": _b62_id(15, config.seed, "call", canonical),
             },
         },
     }
+
+
+def _result_counts(request_count: int, matches: int, config: SandboxConfig) -> dict[str, int]:
+    """``meta.results``: ``matchCount`` is the matches plus ``match_count_extra``, never above the requests."""
+    billed = min(request_count, matches + max(0, config.match_count_extra))
+    return {
+        "requestCount": request_count,
+        "matchCount": billed,
+        "noMatchCount": request_count - billed,
+        "errorCount": 0,
+    }
+
+
+# -- V3 -----------------------------------------------------------------------------------------------
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_MIDDLE_INITIALS = "ABCDEFGHJKLMNPRSTW"
+_STREET_NAMES = [
+    "Maple Ave",
+    "Cedar Ln",
+    "Pine St",
+    "Lakeview Dr",
+    "Magnolia Blvd",
+    "Willow Ct",
+    "Sunset Rd",
+    "Harbor Way",
+    "Orchard Pl",
+    "Ridge Rd",
+]
+# A few ZIP3 prefixes with their county, so the common demo addresses read right; others get a
+# plausible name (or none, as the real API sometimes does).
+_COUNTIES_BY_ZIP3 = {
+    "335": "Hillsborough",
+    "336": "Hillsborough",
+    "337": "Pinellas",
+    "328": "Orange",
+    "331": "Miami-Dade",
+    "212": "Baltimore City",
+    "770": "Harris",
+    "852": "Maricopa",
+    "303": "Fulton",
+    "606": "Cook",
+    "900": "Los Angeles",
+}
+_COUNTIES = ["Washington", "Jefferson", "Franklin", "Lincoln", "Madison", "Jackson", "Monroe", "Marion"]
+_PHONE_TYPE_ORDER = {"Mobile": 0, "VoIP": 1, "Land Line": 2}
+
+
+def _ulid(*parts: Any) -> str:
+    """A 26-character ULID-like id (Crockford base32, first character 0-7), deterministic from the parts."""
+    rng = _rng("ulid", *parts)
+    return rng.choice("01234567") + "".join(rng.choice(_CROCKFORD) for _ in range(25))
+
+
+def _full(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
+
+
+def _v3_input(request: dict[str, Any]) -> dict[str, Any]:
+    """The request echoed: its requestId (when sent), its propertyAddress and its name (when sent)."""
+    echo: dict[str, Any] = {}
+    if "requestId" in request:
+        echo["requestId"] = request["requestId"]
+    echo["propertyAddress"] = copy.deepcopy(request["propertyAddress"])
+    if isinstance(request.get("name"), dict):
+        echo["name"] = copy.deepcopy(request["name"])
+    return echo
+
+
+def _v3_property(pa: dict[str, Any], key: str, config: SandboxConfig, rng: random.Random) -> dict[str, Any]:
+    street = _text(pa.get("street")).strip()
+    city = _text(pa.get("city")).strip()
+    state = _text(pa.get("state")).strip()
+    zip5 = _zip5(pa.get("zip"))
+    digits = re.sub(r"\D", "", _text(pa.get("zip")))
+    plus4 = digits[5:9] if len(digits) == 9 else (f"{rng.randrange(10000):04d}" if rng.random() < 0.8 else "")
+    county = _COUNTIES_BY_ZIP3.get(zip5[:3]) or (rng.choice(_COUNTIES) if rng.random() < 0.85 else "")
+    address: dict[str, Any] = {"street": street, "city": city, "state": state, "zip": zip5}
+    if plus4:
+        address["zipPlus4"] = plus4
+    if county:
+        address["county"] = county
+    address["fullAddress"] = ", ".join(p for p in (street, city, _full(state, zip5)) if p)
+    if rng.random() < 0.65:
+        mailing = {"street": street, "city": city, "state": state, "zip": zip5}
+    else:
+        mailing = {"street": f"PO Box {rng.randint(100, 99999)}", "city": city, "state": state, "zip": zip5}
+    id_rng = _rng(config.seed, "v3-property", key)
+    return {
+        "id": str(uuid.UUID(int=id_rng.getrandbits(128), version=4)),
+        "address": address,
+        "mailingAddress": mailing,
+        "owners": [],  # filled by the caller once the persons are known
+    }
+
+
+def _v3_phones(rng: random.Random, area: str, used: set[str], at_least_one: bool) -> list[dict[str, Any]]:
+    """Ranked phones (1 = best); every flag present. ``at_least_one``: rank 1 is a callable mobile."""
+    count = rng.choices([0, 1, 2, 3, 4], weights=[15, 25, 25, 20, 15])[0]
+    if at_least_one:
+        count = max(count, 1)
+    scored: list[tuple[int, dict[str, Any]]] = []
+    for i in range(count):
+        number = f"{area}555{rng.randrange(10000):04d}"
+        while number in used:  # distinct within one entry (the persons of a household)
+            number = f"{area}555{rng.randrange(10000):04d}"
+        used.add(number)
+        guaranteed = at_least_one and i == 0
+        kind = "Mobile" if guaranteed else rng.choices(["Mobile", "Land Line", "VoIP"], [55, 35, 10])[0]
+        reachable = guaranteed or rng.random() < 0.8
+        phone = {
+            "rank": 0,
+            "number": number,
+            "type": kind,
+            "carrier": rng.choice(_CARRIERS[kind]),
+            "tested": reachable or rng.random() < 0.5,
+            "reachable": reachable,
+            "dnc": False if guaranteed else rng.random() < 0.2,
+            "tcpa": False if guaranteed else rng.random() < 0.08,
+        }
+        score = rng.randint(55, 99) if kind == "Mobile" else rng.randint(10, 80)
+        if not reachable:
+            score -= 40
+        scored.append((101 if guaranteed else score, phone))
+    scored.sort(key=lambda sp: (-sp[0], _PHONE_TYPE_ORDER[sp[1]["type"]]))
+    phones = [phone for _, phone in scored]
+    for rank, phone in enumerate(phones, 1):
+        phone["rank"] = rank
+    return phones
+
+
+def _v3_emails(
+    rng: random.Random, first: str, last: str, used: set[str], at_least_one: bool
+) -> list[dict[str, Any]]:
+    count = rng.choices([0, 1, 2, 3], weights=[25, 40, 25, 10])[0]
+    if at_least_one:
+        count = max(count, 1)
+    f = re.sub(r"[^a-z]", "", first.lower()) or "owner"
+    la = re.sub(r"[^a-z]", "", last.lower()) or "home"
+    locals_ = [f"{f}.{la}", f"{f[0]}.{la}", f"{f}{la}{rng.randint(1, 99)}", f"{la}.{f[0]}"]
+    rng.shuffle(locals_)
+    emails: list[dict[str, Any]] = []
+    for local in locals_:
+        if len(emails) == count:
+            break
+        address = f"{local}@{rng.choice(_DOMAINS)}"
+        if address in used:
+            continue
+        used.add(address)
+        emails.append({"rank": len(emails) + 1, "email": address, "tested": rng.random() < 0.7})
+    return emails
+
+
+def _v3_address(rng: random.Random, pa: dict[str, Any]) -> dict[str, str]:
+    """Another address in the same city (a relative's home, an owner's prior address)."""
+    return {
+        "street": f"{rng.randint(100, 9899)} {rng.choice(_STREET_NAMES)}",
+        "city": _text(pa.get("city")).strip(),
+        "state": _text(pa.get("state")).strip(),
+        "zip": _zip5(pa.get("zip")),
+    }
+
+
+def _v3_dob(rng: random.Random, oldest: int = 1938, youngest: int = 1996) -> str | None:
+    if rng.random() < 0.15:
+        return None
+    return f"{rng.randint(oldest, youngest)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+
+
+def _v3_entry(request: dict[str, Any], config: SandboxConfig) -> dict[str, Any]:
+    """One ``result.data`` entry: the same match decision as V1, then 0 to 3 persons."""
+    entry: dict[str, Any] = {"input": _v3_input(request)}
+    matched, reason = match_decision(request, config)
+    if not matched:
+        entry["persons"] = []
+        entry["meta"] = {"matched": False, "error": False}
+        return entry
+
+    pa = request["propertyAddress"]
+    name = request.get("name") if isinstance(request.get("name"), dict) else {}
+    key = _match_key(pa, name, _norm(pa.get("street")))
+    rng = _rng(config.seed, "v3", key)
+    prop = _v3_property(pa, key, config, rng)
+
+    forced = reason in ("alwaysmatch_marker", "litigator_marker", "deceased_marker", "family_marker")
+    count = rng.choices([0, 1, 2, 3], weights=[6, 54, 28, 12])[0]
+    if reason == "family_marker":
+        count = 3
+    elif forced:
+        count = max(count, 1)
+
+    sent_first, sent_last = _text(name.get("first")).strip(), _text(name.get("last")).strip()
+    if sent_first and sent_last and not _is_entity(name):
+        owner_first, owner_last = sent_first, sent_last
+    else:  # no person sent (or an entity, or half a name): the provider knows the owner
+        owner_first, owner_last = rng.choice(_FIRST_NAMES).title(), rng.choice(_LAST_NAMES).title()
+
+    area = _area_code(pa.get("zip"), rng)
+    used_phones: set[str] = set()
+    used_emails: set[str] = set()
+    persons: list[dict[str, Any]] = []
+    for i in range(count):
+        if i == 0:
+            first, last, owner = owner_first, owner_last, True
+        else:
+            # A co-owner (same last name) or a relative who does not own the property.
+            co_owner = i == 1 and (reason == "family_marker" or rng.random() < 0.6)
+            taken = {p["name"]["first"].upper() for p in persons}
+            first = rng.choice([n for n in _FIRST_NAMES if n not in taken]).title()
+            last = owner_last if co_owner or rng.random() < 0.7 else rng.choice(_LAST_NAMES).title()
+            owner = co_owner
+        # The marker's owner: ALWAYSMATCH is clean and callable, LITIGATOR a litigator WITH a callable
+        # phone, DECEASEDMATCH deceased. Everyone else is sometimes a litigator, sometimes deceased.
+        guaranteed = i == 0 and reason in ("alwaysmatch_marker", "litigator_marker")
+        if i == 0 and reason in ("alwaysmatch_marker", "litigator_marker", "deceased_marker"):
+            litigator = reason == "litigator_marker"
+            deceased = reason == "deceased_marker"
+        else:
+            litigator = rng.random() < 0.04
+            deceased = rng.random() < 0.04
+        middle = rng.choice(_MIDDLE_INITIALS) if rng.random() < 0.5 else ""
+        person_name: dict[str, Any] = {"first": first}
+        if middle:
+            person_name["middle"] = middle
+        person_name.update({"last": last, "full": _full(first, middle, last)})
+        if owner:
+            addresses = [{k: prop["address"][k] for k in ("street", "city", "state", "zip")}]
+            if rng.random() < 0.3:
+                addresses.append(_v3_address(rng, pa))
+        else:
+            addresses = [_v3_address(rng, pa)]
+        person: dict[str, Any] = {
+            "propertyOwner": owner,
+            "name": person_name,
+            "phones": _v3_phones(rng, area, used_phones, at_least_one=guaranteed),
+            "emails": _v3_emails(rng, first, last, used_emails, at_least_one=guaranteed),
+            "addresses": addresses,
+            "litigator": litigator,
+            "deceased": deceased,
+        }
+        dob = _v3_dob(rng, youngest=1990 if owner else 2004)
+        if dob is not None:
+            person["dob"] = dob
+        persons.append(person)
+
+    owner_names = [(p["name"]["first"], p["name"]["last"]) for p in persons if p["propertyOwner"]]
+    prop["owners"] = [
+        {"name": {"first": f, "last": la, "full": _full(f, la)}}
+        for f, la in owner_names or [(owner_first, owner_last)]
+    ]
+    entry["property"] = prop
+    entry["persons"] = persons
+    entry["meta"] = {"matched": True, "error": False}
+    return entry
+
+
+def answer_v3(body: Any, config: SandboxConfig) -> tuple[int, dict[str, Any]]:
+    """The sandbox's V3 answer to a skip-trace request body: ``(status code, JSON body)``.
+
+    Pure and deterministic like :func:`answer`; the same request body as V1 (``options`` accepted and
+    ignored: V3 keeps TCPA-flagged phones). ``matchCount`` counts entries matched with at least one
+    person, plus ``match_count_extra`` (capped at the request count).
+    """
+    problem = validate(body)
+    if problem:
+        return 400, _error_body(400, problem)
+    data = [_v3_entry(r, config) for r in body["requests"]]
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return 200, {
+        "status": {"code": 200, "text": "OK"},
+        "result": {
+            "data": data,
+            "meta": {
+                "apiVersion": V3_API_VERSION,
+                "results": _result_counts(len(data), _true_matches(data, "v3"), config),
+                "requestId": _ulid(config.seed, "call-v3", canonical),
+            },
+        },
+    }
+
+
+ANSWERS: dict[str, Callable[[Any, SandboxConfig], tuple[int, dict[str, Any]]]] = {
+    "v1": answer,
+    "v3": answer_v3,
+}
+
+
+def _entries(payload: dict[str, Any], version: str) -> list[dict[str, Any]]:
+    return payload["results"]["persons"] if version == "v1" else payload["result"]["data"]
+
+
+def _true_matches(entries: list[dict[str, Any]], version: str) -> int:
+    """Matches before ``match_count_extra``: V1 matched persons; V3 matched entries with a person."""
+    if version == "v1":
+        return sum(1 for p in entries if p["meta"]["matched"])
+    return sum(1 for e in entries if e["meta"]["matched"] and e["persons"])
+
+
+def _match_count(payload: dict[str, Any], version: str) -> int:
+    return (payload["results"] if version == "v1" else payload["result"])["meta"]["results"]["matchCount"]
+
+
+def _foreign_request_id(sent: list[Any], seed: int) -> str:
+    taken = {_text(r.get("requestId")) for r in sent if isinstance(r, dict)}
+    candidate = "SBX-FOREIGN-" + _b62_id(8, seed, "foreign", sorted(taken))
+    while candidate in taken:
+        candidate += "X"
+    return candidate
+
+
+def unreadable_answer(
+    payload: dict[str, Any], version: str, kind: str, body: dict[str, Any], seed: int = 7
+) -> tuple[dict[str, Any] | None, bytes | None]:
+    """Mangle a 200 answer into ``kind`` (one of :data:`UNREADABLE_KINDS`): ``(JSON payload, None)`` or,
+    for ``not_json``, ``(None, raw bytes)``. The JSON kinds leave ``meta.results`` untouched."""
+    if kind == "not_json":
+        data = json.dumps(payload).encode()
+        return None, data[: len(data) // 2]
+    payload = copy.deepcopy(payload)
+    container = payload["results"] if version == "v1" else payload["result"]
+    list_key = "persons" if version == "v1" else "data"
+    entries = container[list_key]
+    if kind == "no_list":
+        del container[list_key]
+    elif kind == "short_list":
+        container[list_key] = entries[:-1]
+    elif kind == "foreign_request_id":
+        foreign = _foreign_request_id(body["requests"], seed)
+        if version == "v1":
+            entries[-1]["requestId"] = foreign
+        else:
+            entries[-1]["input"]["requestId"] = foreign
+    elif kind == "wrong_type":
+        if version == "v1":
+            target = next((p for p in entries if p["meta"]["matched"]), None)
+            if target is not None:
+                target["phoneNumbers"] = ",".join(ph["number"] for ph in target["phoneNumbers"])
+            else:
+                entries[0]["meta"] = "unmatched"
+        else:
+            target = next((e for e in entries if e["persons"]), None)
+            if target is not None:
+                first = target["persons"][0]
+                first["phones"] = ",".join(ph["number"] for ph in first["phones"])
+            else:
+                entries[0]["persons"] = "none"
+    else:
+        raise ValueError(f"unknown unreadable kind {kind!r}")
+    return payload, None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -544,6 +992,9 @@ class _Reply:
     payload: Any
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
+    billed: int = 0  # the matchCount of a 2xx answer (what the provider bills), readable or not
+    matched: int = 0  # the same without match_count_extra
+    unreadable: str | None = None  # the unreadable kind or fault of a 2xx the client cannot map
 
 
 class _CloseWithoutAnswer(Exception):
@@ -617,6 +1068,8 @@ class _Handler(BaseHTTPRequestHandler):
         payload = _error_body(code)
         if code == 402:
             payload["message"] = "Insufficient credits"
+        elif code == 403:  # V3 out of credits
+            payload = _error_body(403, "Insufficient balance")
         return _Reply(code, payload, headers)
 
     def _reset_connection(self) -> None:
@@ -665,7 +1118,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _other(self) -> None:
         self._read_body()
-        if self._path() == SKIPTRACE_PATH:
+        if self._path() in SKIPTRACE_PATHS:
             self._send(405, _error_body(405), {"Allow": "POST"})
         else:
             self._send(404, _error_body(404))
@@ -677,15 +1130,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, sandbox.stats.snapshot())
         elif path == "/_sandbox/config":
             self._send(200, dataclasses.asdict(sandbox.config))
-        elif path == SKIPTRACE_PATH:
+        elif path in SKIPTRACE_PATHS:
             self._send(405, _error_body(405), {"Allow": "POST"})
         else:
             self._send(404, _error_body(404))
 
     def _post(self) -> None:
         path = self._path()
-        if path == SKIPTRACE_PATH:
-            self._skiptrace()
+        if path in SKIPTRACE_PATHS:
+            self._skiptrace(SKIPTRACE_PATHS[path])
             return
         raw = self._read_body()
         sandbox = self.server.sandbox
@@ -717,7 +1170,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return config.token is None or token == config.token
 
-    def _skiptrace(self) -> None:
+    def _skiptrace(self, version: str) -> None:
         arrived = time.monotonic()
         sandbox = self.server.sandbox
         raw = self._read_body()
@@ -727,15 +1180,16 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         requests = body.get("requests") if isinstance(body, dict) else None
         keys = [item_key(r) for r in requests if isinstance(r, dict)] if isinstance(requests, list) else []
-        sandbox.stats.arrive(arrived, keys)
+        sandbox.stats.arrive(arrived, keys, version)
         try:
-            reply = self._skiptrace_reply(body)
+            reply = self._skiptrace_reply(body, version)
+            sandbox.stats.answered(version, reply.code, reply.billed, reply.matched, reply.unreadable)
         finally:
             # Leave before answering, so a client that has its answer never sees its call in progress.
             sandbox.stats.leave()
         self._send(reply.code, reply.payload, reply.headers, reply.raw)
 
-    def _skiptrace_reply(self, body: Any) -> _Reply:
+    def _skiptrace_reply(self, body: Any, version: str) -> _Reply:
         """What to answer a skip-trace POST, after latency and hangs; raises to drop the connection."""
         sandbox = self.server.sandbox
         config = copy.copy(sandbox.config)  # one consistent view for this request
@@ -749,25 +1203,49 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset_connection()
         if fault in ("500", "429", "401", "402"):
             return self._error_reply(int(fault), config)
-        if fault == "malformed":
-            return _Reply(
-                200, None, raw=b'{"status": {"code": 200, "text": "OK"}, "results": {"persons": [{"_id": '
-            )
+        if fault == "403_balance":
+            return self._error_reply(403, config)
         if fault == "timeout" and stop.wait(config.hang_s):
             self._reset_connection()
         if not self._authorized(config):
             return self._error_reply(401, config)
+        if fault == "malformed":  # a 200 that is not JSON, billed as the answer it should have been
+            code, payload = ANSWERS[version](body, config) if body is not None else (400, None)
+            billed = _match_count(payload, version) if code == 200 else 0
+            matched = _true_matches(_entries(payload, version), version) if code == 200 else 0
+            return _Reply(
+                200, None, raw=_MALFORMED[version], billed=billed, matched=matched, unreadable=fault
+            )
         if config.error_rate > 0 and sandbox.draw() < config.error_rate:
             return self._error_reply(config.error_status, config)
         if body is None:
             return _Reply(400, _error_body(400, "The request body must be valid JSON"))
-        code, payload = answer(body, config)
-        if code == 200 and fault == "drift":
-            results = payload["results"]
-            payload["results"] = {"people": results["persons"], "meta": results["meta"]}
-        elif code == 200 and fault == "short":
-            payload["results"]["persons"] = payload["results"]["persons"][:-1]
-        return _Reply(code, payload)
+        code, payload = ANSWERS[version](body, config)
+        if code != 200:
+            return _Reply(code, payload)
+        billed = _match_count(payload, version)
+        matched = _true_matches(_entries(payload, version), version)
+        unreadable: str | None = None
+        raw: bytes | None = None
+        container = payload["results"] if version == "v1" else payload["result"]
+        list_key = "persons" if version == "v1" else "data"
+        if fault == "drift":
+            container[{"v1": "people", "v3": "records"}[version]] = container.pop(list_key)
+            container["meta"] = container.pop("meta")
+            unreadable = fault
+        elif fault == "short":
+            container[list_key] = container[list_key][:-1]
+            unreadable = fault
+        elif config.unreadable_rate > 0 and sandbox.draw_unreadable() < config.unreadable_rate:
+            unreadable = sandbox.next_unreadable_kind(config)
+            payload, raw = unreadable_answer(payload, version, unreadable, body, config.seed)
+        return _Reply(200, payload, raw=raw, billed=billed, matched=matched, unreadable=unreadable)
+
+
+_MALFORMED = {
+    "v1": b'{"status": {"code": 200, "text": "OK"}, "results": {"persons": [{"_id": ',
+    "v3": b'{"status": {"code": 200, "text": "OK"}, "result": {"data": [{"input": ',
+}
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -820,6 +1298,8 @@ class SandboxServer:
         self.stopping = threading.Event()
         self._rng_lock = threading.Lock()
         self._rng = random.Random(self._config.seed)
+        self._unreadable_rng = random.Random(f"unreadable:{self._config.seed}")
+        self._unreadable_count = 0
         self._thread: threading.Thread | None = None
         server_class = _HTTPServer6 if ":" in host else _HTTPServer
         self._httpd = server_class((host, port), self)
@@ -872,12 +1352,16 @@ class SandboxServer:
         self.stop()
 
     def update_config(self, **fields: Any) -> SandboxConfig:
-        """Validate then apply field updates in place (all or nothing); re-seeds the error generator."""
+        """Validate then apply field updates in place (all or nothing).
+
+        Re-seeds the ``error_rate`` and ``unreadable_rate`` generators and restarts the unreadable-kind
+        rotation, so a test that sets its faults gets the same sequence every time.
+        """
         values = {name: _coerce_config_value(name, value) for name, value in fields.items()}
         with self._rng_lock:
             for name, value in values.items():
                 setattr(self._config, name, value)
-            self._rng = random.Random(self._config.seed)
+        self._reseed()
         return self._config
 
     def reset(self) -> None:
@@ -889,9 +1373,24 @@ class SandboxServer:
         with self._rng_lock:
             return self._rng.random()
 
+    def draw_unreadable(self) -> float:
+        """The next number of the seeded ``unreadable_rate`` generator (apart from ``error_rate``'s)."""
+        with self._rng_lock:
+            return self._unreadable_rng.random()
+
+    def next_unreadable_kind(self, config: SandboxConfig) -> str:
+        """The next kind in the rotation (``config.unreadable_kinds`` or all of them, in order)."""
+        kinds = config.unreadable_kinds or list(UNREADABLE_KINDS)
+        with self._rng_lock:
+            kind = kinds[self._unreadable_count % len(kinds)]
+            self._unreadable_count += 1
+            return kind
+
     def _reseed(self) -> None:
         with self._rng_lock:
             self._rng = random.Random(self._config.seed)
+            self._unreadable_rng = random.Random(f"unreadable:{self._config.seed}")
+            self._unreadable_count = 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -944,6 +1443,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hang", type=float, default=30.0, help="seconds the timeout fault hangs")
     parser.add_argument("--retry-after", type=int, default=None, help="Retry-After header on 429")
     parser.add_argument(
+        "--unreadable-rate",
+        type=float,
+        default=0.0,
+        help="fraction of 200 answers replaced by a billed 200 the client cannot map",
+    )
+    parser.add_argument(
+        "--unreadable-kinds",
+        default=None,
+        help=f"comma-separated rotation of unreadable kinds (default all: {','.join(UNREADABLE_KINDS)})",
+    )
+    parser.add_argument(
+        "--match-count-extra",
+        type=int,
+        default=0,
+        help="add this to matchCount of every 200 answer (capped at the request count)",
+    )
+    parser.add_argument(
         "--accept-x-api-key",
         action="store_true",
         help="also accept the token in X-API-Key (AUTH_STYLE=x-api-key)",
@@ -953,13 +1469,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_options(options: dict[str, Any]) -> SandboxConfig:
     """A SandboxConfig from parsed options; raises ValueError naming a bad option."""
-    for name in ("latency", "error_rate", "match_rate", "hang"):
+    for name in ("latency", "error_rate", "match_rate", "hang", "unreadable_rate", "match_count_extra"):
         value = options.get(name)
         if value is not None and value < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative")
-    for name in ("error_rate", "match_rate"):
+    for name in ("error_rate", "match_rate", "unreadable_rate"):
         if options.get(name) is not None and options[name] > 1:
             raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    try:
+        kinds = _coerce_config_value("unreadable_kinds", options.get("unreadable_kinds"))
+    except ValueError as exc:
+        raise ValueError(f"--unreadable-kinds: {exc}") from None
     return SandboxConfig(
         latency_s=options.get("latency") or 0.0,
         error_rate=options.get("error_rate") or 0.0,
@@ -971,6 +1491,9 @@ def config_from_options(options: dict[str, Any]) -> SandboxConfig:
         match_rate=0.7 if options.get("match_rate") is None else options["match_rate"],
         seed=7 if options.get("seed") is None else options["seed"],
         accept_x_api_key=bool(options.get("accept_x_api_key")),
+        unreadable_rate=options.get("unreadable_rate") or 0.0,
+        unreadable_kinds=kinds,
+        match_count_extra=options.get("match_count_extra") or 0,
     )
 
 

@@ -5,28 +5,38 @@ No Django settings needed; every server binds 127.0.0.1 on a free port.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import io
 import json
 import os
+import re
 import signal
 import threading
 import time
+from collections import Counter
 
 import pytest
 import requests
 
 from skiptrace.sandbox import (
+    FAULTS,
     SKIPTRACE_PATH,
+    SKIPTRACE_PATH_V3,
+    UNREADABLE_KINDS,
     SandboxConfig,
     SandboxServer,
     SandboxStats,
+    add_arguments,
     answer,
+    answer_v3,
+    config_from_options,
     has_unit,
     item_key,
     match_decision,
     max_in_window,
     strip_unit,
+    unreadable_answer,
 )
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -458,7 +468,23 @@ def test_config_endpoint_changes_behaviour(server):
 
 
 @pytest.mark.parametrize(
-    "bad", [{"fault": "explode"}, {"nope": 1}, {"match_rate": 2}, {"latency_s": "x"}, [1]]
+    "bad",
+    [
+        {"fault": "explode"},
+        {"nope": 1},
+        {"match_rate": 2},
+        {"latency_s": "x"},
+        [1],
+        {"unreadable_rate": 1.5},
+        {"unreadable_rate": -0.1},
+        {"unreadable_rate": "half"},
+        {"match_count_extra": -1},
+        {"match_count_extra": 1.5},
+        {"match_count_extra": True},
+        {"unreadable_kinds": ["not_json", "gibberish"]},
+        {"unreadable_kinds": 5},
+        {"match_count_extra": 2, "unreadable_rate": 9},  # all or nothing
+    ],
 )
 def test_config_endpoint_refuses_bad_updates_without_applying_them(server, bad):
     resp = requests.post(server.url + "/_sandbox/config", json=bad, timeout=5)
@@ -507,3 +533,518 @@ def test_command_serves_until_sigterm_and_exits_cleanly():
     assert seen["status"] == 200
     assert "(set BATCHDATA_BASE_URL to this)" in out.getvalue()
     assert "stopped after 1 requests" in out.getvalue()
+
+
+# -- V3 ---------------------------------------------------------------------------------------------
+
+ULID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+PHONE_KEYS = {"rank", "number", "type", "carrier", "tested", "reachable", "dnc", "tcpa"}
+
+
+def data(payload: dict) -> list[dict]:
+    return payload["result"]["data"]
+
+
+def v3_body(*items: dict) -> dict:
+    return {"requests": list(items)}
+
+
+def post_v3(srv: SandboxServer, payload: object, headers: dict | None = AUTH) -> requests.Response:
+    return requests.post(srv.url + SKIPTRACE_PATH_V3, json=payload, headers=headers, timeout=5)
+
+
+def all_entries(n: int = 400, **config) -> list[dict]:
+    cfg = SandboxConfig(**config)
+    out: list[dict] = []
+    for chunk in range(0, n, 100):
+        items = [
+            req(f"{100 + i} PALM GROVE DR", zip_code=f"{33600 + i % 50}") for i in range(chunk, chunk + 100)
+        ]
+        out += data(answer_v3(v3_body(*items), cfg)[1])
+    return out
+
+
+def check_person(person: dict) -> None:
+    assert set(person) <= {
+        "propertyOwner",
+        "name",
+        "phones",
+        "emails",
+        "addresses",
+        "litigator",
+        "deceased",
+        "dob",
+    }
+    assert {"propertyOwner", "name", "phones", "emails", "addresses", "litigator", "deceased"} <= set(person)
+    assert isinstance(person["propertyOwner"], bool)
+    name = person["name"]
+    assert set(name) <= {"first", "middle", "last", "full"} and name["first"] and name["last"]
+    assert name["full"] == " ".join(p for p in (name["first"], name.get("middle"), name["last"]) if p)
+    assert [ph["rank"] for ph in person["phones"]] == list(range(1, len(person["phones"]) + 1))
+    for ph in person["phones"]:
+        assert set(ph) == PHONE_KEYS  # every flag present, no V1 `score`
+        assert len(ph["number"]) == 10 and ph["number"].isdigit() and ph["number"][3:6] == "555"
+        assert ph["type"] in ("Mobile", "Land Line", "VoIP")
+        assert isinstance(ph["carrier"], str) and ph["carrier"]
+        assert all(isinstance(ph[k], bool) for k in ("tested", "reachable", "dnc", "tcpa"))
+    assert [e["rank"] for e in person["emails"]] == list(range(1, len(person["emails"]) + 1))
+    for e in person["emails"]:
+        assert set(e) == {"rank", "email", "tested"} and isinstance(e["tested"], bool)
+        assert e["email"].split("@")[1] in ("example.com", "example.net", "example.org")
+    for a in person["addresses"]:
+        assert set(a) == {"street", "city", "state", "zip"}
+    assert isinstance(person["litigator"], bool) and isinstance(person["deceased"], bool)
+    if "dob" in person:
+        assert re.fullmatch(r"(19|20)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d)", person["dob"])
+
+
+def test_v3_answer_shape_field_by_field_on_a_sample():
+    sent = [
+        {
+            "requestId": "A-1001",
+            "propertyAddress": {
+                "street": "4410 FAMILYMATCH Dr",
+                "city": "Tampa",
+                "state": "FL",
+                "zip": "33610",
+            },
+            "name": {"first": "Denise", "last": "Alvarez"},
+        },
+        {
+            "requestId": "A-1002",
+            "propertyAddress": {
+                "street": "9 ALWAYSMATCH Ct",
+                "city": "Tampa",
+                "state": "FL",
+                "zip": "33610-4021",
+            },
+        },
+        {
+            "requestId": "A-1003",
+            "propertyAddress": {"street": "1 NOMATCH Rd", "city": "Tampa", "state": "FL", "zip": "33610"},
+        },
+    ]
+    code, payload = answer_v3({"requests": copy.deepcopy(sent), "options": {"whatever": 1}}, SandboxConfig())
+    assert code == 200
+    assert set(payload) == {"status", "result"} and payload["status"] == {"code": 200, "text": "OK"}
+    assert set(payload["result"]) == {"data", "meta"}
+    meta = payload["result"]["meta"]
+    assert set(meta) == {"apiVersion", "results", "requestId"} and meta["apiVersion"] == "3.0.4"
+    assert ULID_RE.match(meta["requestId"])
+    assert meta["results"] == {"requestCount": 3, "matchCount": 2, "noMatchCount": 1, "errorCount": 0}
+    family, always, nomatch = data(payload)
+
+    # input: the request echoed (name only when sent), in request order
+    assert [e["input"] for e in data(payload)] == sent
+    assert "name" not in always["input"]
+
+    # property
+    assert list(family) == ["input", "property", "persons", "meta"]
+    prop = family["property"]
+    assert set(prop) == {"id", "address", "mailingAddress", "owners"} and UUID_RE.match(prop["id"])
+    address = prop["address"]
+    assert {k: address[k] for k in ("street", "city", "state", "zip")} == sent[0]["propertyAddress"]
+    assert set(address) <= {"street", "city", "state", "zip", "zipPlus4", "county", "fullAddress"}
+    assert address["fullAddress"] == "4410 FAMILYMATCH Dr, Tampa, FL 33610"
+    assert address["county"] == "Hillsborough"
+    assert re.fullmatch(r"\d{4}", address.get("zipPlus4", "0000"))
+    assert always["property"]["address"]["zip"] == "33610"  # ZIP+4 sent: zip is the ZIP5 ...
+    assert always["property"]["address"]["zipPlus4"] == "4021"  # ... and the +4 is kept
+    assert set(prop["mailingAddress"]) == {"street", "city", "state", "zip"}
+    owners = [p["name"] for p in family["persons"] if p["propertyOwner"]]
+    assert prop["owners"] == [
+        {"name": {"first": n["first"], "last": n["last"], "full": f"{n['first']} {n['last']}"}}
+        for n in owners
+    ]
+    assert prop["owners"][0]["name"]["full"] == "Denise Alvarez"
+
+    # persons: FAMILYMATCH = owner (the sent name), co-owner, non-owner relative
+    assert [p["propertyOwner"] for p in family["persons"]] == [True, True, False]
+    assert (
+        family["persons"][0]["name"]["first"] == "Denise"
+        and family["persons"][0]["name"]["last"] == "Alvarez"
+    )
+    assert family["persons"][1]["name"]["last"] == "Alvarez"
+    for entry in (family, always):
+        assert entry["meta"] == {"matched": True, "error": False}
+        for person in entry["persons"]:
+            check_person(person)
+    numbers = [ph["number"] for p in family["persons"] for ph in p["phones"]]
+    assert len(numbers) == len(set(numbers))  # no number handed to two persons of one household
+    first = always["persons"][0]
+    assert first["propertyOwner"] is True and first["litigator"] is False and first["deceased"] is False
+    assert first["phones"][0]["rank"] == 1 and first["phones"][0]["type"] == "Mobile"
+    assert (
+        first["phones"][0]["reachable"] and not first["phones"][0]["dnc"] and not first["phones"][0]["tcpa"]
+    )
+    assert first["emails"]
+
+    # unmatched: the echo, no property, no persons
+    assert nomatch == {
+        "input": sent[2],
+        "persons": [],
+        "meta": {"matched": False, "error": False},
+    }
+
+
+def test_v3_is_deterministic_and_shares_the_match_decision_with_v1():
+    items = many(60) + many(40, " APT 2")
+    first = answer_v3(v3_body(*copy.deepcopy(items)), SandboxConfig())
+    assert first == answer_v3(v3_body(*copy.deepcopy(items)), SandboxConfig())
+    other_seed = answer_v3(v3_body(*copy.deepcopy(items)), SandboxConfig(seed=8))
+    assert data(first[1]) != data(other_seed[1])
+    v1 = answer(body(*copy.deepcopy(items)), SandboxConfig())[1]
+    assert [p["meta"]["matched"] for p in persons(v1)] == [e["meta"]["matched"] for e in data(first[1])]
+    assert any(e["meta"]["matched"] for e in data(first[1])) and not all(
+        e["meta"]["matched"] for e in data(first[1])
+    )
+    # An entry depends on its own input only, not on the batch around it.
+    alone = answer_v3(v3_body(copy.deepcopy(items[7])), SandboxConfig())[1]
+    assert data(alone)[0] == data(first[1])[7]
+    assert first[1]["result"]["meta"]["requestId"] != alone["result"]["meta"]["requestId"]
+
+
+def test_v3_persons_range_from_0_to_3_with_co_owners_relatives_litigators_and_deceased():
+    entries = all_entries(400, match_rate=1.0)
+    counts = Counter(len(e["persons"]) for e in entries)
+    assert set(counts) == {0, 1, 2, 3}
+    assert counts[1] > counts[2] > counts[3] > 0 and counts[0] > 0
+    people = [p for e in entries for p in e["persons"]]
+    for person in people:
+        check_person(person)
+    co_owners = [p for e in entries for p in e["persons"][1:] if p["propertyOwner"]]
+    relatives = [p for p in people if not p["propertyOwner"]]
+    assert co_owners and relatives
+    assert all(e["persons"][0]["propertyOwner"] for e in entries if e["persons"])
+    litigators = [p for p in people if p["litigator"]]
+    assert litigators and any(p["phones"] for p in litigators)  # V3 litigators may come with phones
+    assert any(p["deceased"] for p in people)
+    assert any(ph["tcpa"] for p in people for ph in p["phones"])  # V3 keeps TCPA-flagged phones
+    assert any(ph["dnc"] for p in people for ph in p["phones"])
+    for e in entries:
+        assert e["meta"]["matched"] is True and "property" in e  # matched with 0 persons keeps the property
+        owners = [(p["name"]["first"], p["name"]["last"]) for p in e["persons"] if p["propertyOwner"]]
+        if owners:
+            assert [(o["name"]["first"], o["name"]["last"]) for o in e["property"]["owners"]] == owners
+
+
+def test_v3_markers():
+    _, payload = answer_v3(
+        v3_body(
+            req("1 LITIGATOR LN"), req("2 DECEASEDMATCH DR"), req("3 FAMILYMATCH CT"), req("4 NOMATCH ST")
+        ),
+        SandboxConfig(match_rate=0.0),
+    )
+    litigator, deceased, family, nomatch = data(payload)
+    owner = litigator["persons"][0]
+    assert owner["litigator"] is True and owner["deceased"] is False and owner["phones"]
+    assert deceased["persons"][0]["deceased"] is True and deceased["persons"][0]["litigator"] is False
+    assert [p["propertyOwner"] for p in family["persons"]] == [True, True, False]
+    assert nomatch["meta"]["matched"] is False
+    assert payload["result"]["meta"]["results"]["matchCount"] == 3
+
+
+def test_v3_match_count_counts_entries_matched_with_at_least_one_person():
+    items = [req(f"{100 + i} PALM GROVE DR", zip_code=f"{33600 + i % 50}") for i in range(100)]
+    _, payload = answer_v3(v3_body(*items), SandboxConfig())
+    entries = data(payload)
+    with_person = sum(1 for e in entries if e["meta"]["matched"] and e["persons"])
+    matched_without = sum(1 for e in entries if e["meta"]["matched"] and not e["persons"])
+    assert matched_without > 0  # the rule is exercised: these are matched but not billed
+    assert payload["result"]["meta"]["results"] == {
+        "requestCount": 100,
+        "matchCount": with_person,
+        "noMatchCount": 100 - with_person,
+        "errorCount": 0,
+    }
+
+
+def test_v3_keeps_tcpa_phones_whatever_the_options():
+    items = many(100)
+    plain = answer_v3(v3_body(*items), SandboxConfig())
+    with_option = answer_v3(
+        {"requests": items, "options": {"includeTCPABlacklistedPhones": False}}, SandboxConfig()
+    )
+    assert data(plain[1]) == data(with_option[1])
+    assert any(ph["tcpa"] for e in data(plain[1]) for p in e["persons"] for ph in p["phones"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        {},
+        {"requests": []},
+        {"requests": [req("1 MAIN ST")] * 101},
+        {"requests": [{"name": {}}]},
+        {"requests": [req("1 MAIN ST")], "options": 3},
+    ],
+)
+def test_v3_bad_bodies_are_refused_with_400(bad):
+    code, payload = answer_v3(bad, SandboxConfig())
+    assert code == 400 and payload["status"]["code"] == 400 and payload["status"]["text"]
+
+
+def test_v3_over_http_and_the_per_path_counts(server):
+    b = v3_body(*many(5), req("1 ALWAYSMATCH ST", request_id="X"))
+    resp = post_v3(server, b)
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/json"
+    assert resp.json() == answer_v3(b, server.config)[1]
+    assert post(server, body(req("1 MAIN ST"))).status_code == 200
+    assert post_v3(server, b, headers=None).status_code == 401
+    assert post_v3(server, {"requests": []}).json() == {
+        "status": {"code": 400, "text": "The requests field is required"}
+    }
+    assert requests.get(server.url + SKIPTRACE_PATH_V3, timeout=5).status_code == 405
+    assert requests.put(server.url + SKIPTRACE_PATH_V3, json={}, timeout=5).status_code == 405
+    snap = requests.get(server.url + "/_sandbox/stats", timeout=5).json()
+    assert snap["v1_requests"] == 1 and snap["v3_requests"] == 3 and snap["requests"] == 4
+    assert snap["status_counts"] == {"200": 2, "401": 1, "400": 1}
+
+
+# -- the bill: 403 balance, match_count_extra, unreadable answers, billed_matches --------------------
+
+
+@pytest.mark.parametrize("path", [SKIPTRACE_PATH, SKIPTRACE_PATH_V3])
+def test_403_insufficient_balance_on_both_paths(server, path):
+    assert "403_balance" in FAULTS
+    server.update_config(fault="403_balance")
+    resp = requests.post(server.url + path, json=body(req("1 ALWAYSMATCH ST")), headers=AUTH, timeout=5)
+    assert resp.status_code == 403
+    assert resp.json() == {"status": {"code": 403, "text": "Insufficient balance"}}
+    server.update_config(fault=None, error_rate=1.0, error_status=403)
+    resp = requests.post(server.url + path, json=body(req("1 ALWAYSMATCH ST")), headers=AUTH, timeout=5)
+    assert resp.json() == {"status": {"code": 403, "text": "Insufficient balance"}}
+    assert server.stats.snapshot()["billed_matches"] == 0 and server.stats.snapshot()["billed_answers"] == 0
+
+
+@pytest.mark.parametrize("version", ["v1", "v3"])
+def test_match_count_extra_raises_match_count_capped_at_the_request_count(version):
+    fn, key = (answer, "results") if version == "v1" else (answer_v3, "result")
+    items = many(20)
+    base = fn(body(*items), SandboxConfig())[1][key]["meta"]["results"]
+    assert 0 < base["matchCount"] < 18
+    extra = fn(body(*items), SandboxConfig(match_count_extra=2))[1]
+    assert extra[key]["meta"]["results"] == {
+        "requestCount": 20,
+        "matchCount": base["matchCount"] + 2,
+        "noMatchCount": 20 - base["matchCount"] - 2,
+        "errorCount": 0,
+    }
+    # the persons themselves are unchanged: only the count is above them
+    plain = fn(body(*items), SandboxConfig())[1]
+    assert extra[key].get("persons", extra[key].get("data")) == plain[key].get(
+        "persons", plain[key].get("data")
+    )
+    capped = fn(body(*items), SandboxConfig(match_count_extra=1000))[1][key]["meta"]["results"]
+    assert capped["matchCount"] == 20 and capped["noMatchCount"] == 0
+    none = fn(body(req("1 NOMATCH ST")), SandboxConfig(match_count_extra=5))[1][key]["meta"]["results"]
+    assert none["matchCount"] == 1 and none["requestCount"] == 1
+
+
+def entry_list(payload: dict, version: str):
+    container = payload["results"] if version == "v1" else payload["result"]
+    return container.get("persons" if version == "v1" else "data")
+
+
+def echoed_ids(entries: list[dict], version: str) -> list:
+    return [e.get("requestId") if version == "v1" else e["input"].get("requestId") for e in entries]
+
+
+@pytest.mark.parametrize(("version", "path"), [("v1", SKIPTRACE_PATH), ("v3", SKIPTRACE_PATH_V3)])
+def test_unreadable_rate_rotates_the_kinds_and_keeps_match_count_readable(server, version, path):
+    server.update_config(unreadable_rate=1.0, match_count_extra=1)
+    fn = answer if version == "v1" else answer_v3
+    sent = [req("1 ALWAYSMATCH ST", request_id="L1"), req("2 NOMATCH ST", request_id="L2"), *many(4)]
+    for i, r in enumerate(sent[2:]):
+        r["requestId"] = f"L{i + 3}"
+    b = body(*sent)
+    expected = fn(copy.deepcopy(b), server.config)[1]
+    expected_count = (expected["results"] if version == "v1" else expected["result"])["meta"]
+    seen = []
+    for _ in range(len(UNREADABLE_KINDS)):
+        resp = requests.post(server.url + path, json=b, headers=AUTH, timeout=5)
+        assert resp.status_code == 200
+        try:
+            payload = json.loads(resp.text)
+        except ValueError:
+            seen.append("not_json")
+            continue
+        container = payload["results"] if version == "v1" else payload["result"]
+        assert container["meta"] == expected_count  # matchCount stays readable: the call can be costed
+        entries = entry_list(payload, version)
+        if entries is None:
+            seen.append("no_list")
+        elif len(entries) == len(sent) - 1:
+            seen.append("short_list")
+        elif set(echoed_ids(entries, version)) - {r["requestId"] for r in sent}:
+            seen.append("foreign_request_id")
+        else:
+            phones_key = "phoneNumbers" if version == "v1" else "phones"
+            people = entries if version == "v1" else [p for e in entries for p in e["persons"]]
+            assert any(isinstance(p.get(phones_key), str) for p in people)
+            seen.append("wrong_type")
+    assert seen == list(UNREADABLE_KINDS)
+    snap = server.stats.snapshot()
+    assert snap["unreadable_kinds"] == {kind: 1 for kind in UNREADABLE_KINDS}
+    assert snap["unreadable_answers"] == len(UNREADABLE_KINDS)
+    count = expected_count["results"]["matchCount"]
+    assert snap["billed_matches"] == count * len(UNREADABLE_KINDS)  # not_json billed too
+    assert snap["matched_items"] == (count - 1) * len(UNREADABLE_KINDS)
+    assert snap[f"billed_matches_{version}"] == snap["billed_matches"]
+
+
+def test_unreadable_rate_is_deterministic_and_apart_from_error_rate(server):
+    server.update_config(unreadable_rate=0.5)
+
+    def outcomes() -> list[bool]:
+        out = []
+        for _ in range(16):
+            resp = post_v3(server, v3_body(req("1 ALWAYSMATCH ST")))
+            try:
+                readable = (
+                    isinstance(resp.json()["result"].get("data"), list)
+                    and len(resp.json()["result"]["data"]) == 1
+                )
+            except ValueError:
+                readable = False
+            out.append(readable)
+        return out
+
+    first = outcomes()
+    assert set(first) == {True, False}
+    server.reset()
+    assert outcomes() == first
+    # error_rate draws the same sequence whether or not unreadable answers are on
+    server.update_config(unreadable_rate=0.0, error_rate=0.5)
+    plain = [post(server, body(req("1 MAIN ST"))).status_code for _ in range(12)]
+    server.update_config(unreadable_rate=0.7)
+    assert [post(server, body(req("1 MAIN ST"))).status_code for _ in range(12)] == plain
+
+
+def test_unreadable_kinds_can_be_narrowed_and_errors_stay_errors(server):
+    resp = requests.post(
+        server.url + "/_sandbox/config",
+        json={"unreadable_rate": 1, "unreadable_kinds": "wrong_type"},
+        timeout=5,
+    )
+    assert resp.status_code == 200 and resp.json()["unreadable_kinds"] == ["wrong_type"]
+    assert resp.json()["unreadable_rate"] == 1.0
+    for _ in range(2):
+        payload = post_v3(server, v3_body(req("1 ALWAYSMATCH ST"))).json()
+        assert isinstance(payload["result"]["data"][0]["persons"][0]["phones"], str)
+    # only would-be 200s are mangled
+    assert post_v3(server, {"requests": []}).status_code == 400
+    assert server.stats.snapshot()["unreadable_kinds"] == {"wrong_type": 2}
+
+
+def test_unreadable_answer_wrong_type_when_nothing_matched():
+    b = body(req("1 NOMATCH ST", request_id="Q"))
+    v1 = unreadable_answer(answer(b, SandboxConfig())[1], "v1", "wrong_type", b)[0]
+    assert isinstance(persons(v1)[0]["meta"], str)
+    v3 = unreadable_answer(answer_v3(b, SandboxConfig())[1], "v3", "wrong_type", b)[0]
+    assert isinstance(data(v3)[0]["persons"], str)
+    # without requestIds sent, any echoed requestId is foreign
+    b = body(req("1 ALWAYSMATCH ST"))
+    foreign = unreadable_answer(answer(b, SandboxConfig())[1], "v1", "foreign_request_id", b)[0]
+    assert persons(foreign)[0]["requestId"]
+    with pytest.raises(ValueError):
+        unreadable_answer(answer(b, SandboxConfig())[1], "v1", "nope", b)
+
+
+@pytest.mark.parametrize(
+    ("fault", "check"),
+    [
+        ("malformed", lambda resp: pytest.raises(ValueError, json.loads, resp.text)),
+        ("drift", lambda resp: "data" not in resp.json()["result"] and resp.json()["result"]["meta"]),
+        ("short", lambda resp: len(resp.json()["result"]["data"]) == 2),
+    ],
+)
+def test_v3_unreadable_faults_are_billed(server, fault, check):
+    server.update_config(fault=fault)
+    b = v3_body(req("1 ALWAYSMATCH ST"), req("2 ALWAYSMATCH ST"), req("3 NOMATCH ST"))
+    resp = post_v3(server, b)
+    assert resp.status_code == 200 and check(resp)
+    snap = server.stats.snapshot()
+    assert snap["billed_matches"] == 2 and snap["billed_matches_v3"] == 2
+    assert snap["unreadable_kinds"] == {fault: 1}
+
+
+def test_billed_matches_sum_match_count_over_every_2xx_answer(server):
+    expected = 0
+    b1 = body(*many(10))
+    b3 = v3_body(*many(10, " APT 3"))
+    expected += post(server, b1).json()["results"]["meta"]["results"]["matchCount"]
+    expected += post_v3(server, b3).json()["result"]["meta"]["results"]["matchCount"]
+    server.update_config(fault="500")
+    post(server, b1)  # not billed
+    server.update_config(fault="malformed")
+    assert post(server, b1).status_code == 200  # billed, unreadable
+    expected += answer(b1, server.config)[1]["results"]["meta"]["results"]["matchCount"]
+    assert post(server, b1, headers=None).status_code == 401  # not billed
+    server.update_config(fault=None, match_count_extra=3)
+    expected += post_v3(server, b3).json()["result"]["meta"]["results"]["matchCount"]
+    snap = requests.get(server.url + "/_sandbox/stats", timeout=5).json()
+    assert snap["billed_matches"] == expected and expected > 0
+    assert snap["billed_answers"] == 4
+    assert snap["billed_matches_v1"] + snap["billed_matches_v3"] == expected
+    assert snap["matched_items"] == expected - 3
+    assert snap["item_keys"][item_key(b1["requests"][0])] == 4 and snap["max_item_key_count"] == 4
+    server.reset()
+    snap = server.stats.snapshot()
+    assert snap["billed_matches"] == snap["billed_answers"] == snap["max_item_key_count"] == 0
+    assert snap["v1_requests"] == snap["v3_requests"] == 0 and snap["unreadable_kinds"] == {}
+
+
+def test_new_config_fields_through_the_dataclass_update_config_and_the_endpoint(server):
+    assert SandboxConfig().unreadable_rate == 0.0 and SandboxConfig().match_count_extra == 0
+    assert SandboxConfig(unreadable_kinds="not_json, short_list").unreadable_kinds == [
+        "not_json",
+        "short_list",
+    ]
+    for bad in ({"unreadable_rate": 2}, {"match_count_extra": -1}, {"unreadable_kinds": ["x"]}):
+        with pytest.raises(ValueError):
+            SandboxConfig(**bad)
+    server.update_config(match_count_extra=4, unreadable_rate=0.25, unreadable_kinds=["no_list"])
+    got = requests.get(server.url + "/_sandbox/config", timeout=5).json()
+    assert (got["match_count_extra"], got["unreadable_rate"], got["unreadable_kinds"]) == (
+        4,
+        0.25,
+        ["no_list"],
+    )
+    resp = requests.post(server.url + "/_sandbox/config", json={"unreadable_kinds": ["bogus"]}, timeout=5)
+    assert resp.status_code == 400 and "bogus" in resp.json()["status"]["text"]
+    assert (
+        requests.post(server.url + "/_sandbox/config", json={"unreadable_kinds": None}, timeout=5).json()[
+            "unreadable_kinds"
+        ]
+        is None
+    )
+
+
+def test_cli_flags_for_the_new_fields():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = vars(
+        parser.parse_args(
+            [
+                "--unreadable-rate",
+                "0.3",
+                "--unreadable-kinds",
+                "not_json,wrong_type",
+                "--match-count-extra",
+                "2",
+                "--fault",
+                "403_balance",
+            ]
+        )
+    )
+    cfg = config_from_options(args)
+    assert cfg.unreadable_rate == 0.3 and cfg.unreadable_kinds == ["not_json", "wrong_type"]
+    assert cfg.match_count_extra == 2 and cfg.fault == "403_balance"
+    defaults = config_from_options(vars(parser.parse_args([])))
+    assert defaults == SandboxConfig()
+    for bad in (["--unreadable-rate", "1.5"], ["--match-count-extra", "-1"], ["--unreadable-kinds", "x"]):
+        with pytest.raises(ValueError, match="unreadable|match-count-extra"):
+            config_from_options(vars(parser.parse_args(bad)))

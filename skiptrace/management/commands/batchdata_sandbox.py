@@ -1,4 +1,4 @@
-"""``manage.py batchdata_sandbox``: serve the local BatchData v1 simulator on loopback.
+"""``manage.py batchdata_sandbox``: serve the local BatchData simulator (V1 and V3 paths) on loopback.
 
 Point the product at it with ``BATCHDATA_BASE_URL``; the product never imports the sandbox.
 """
@@ -12,7 +12,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
 class Command(BaseCommand):
-    help = "Serve a local simulator of the BatchData v1 skip-trace endpoint on loopback until SIGINT/SIGTERM."
+    help = (
+        "Serve a local simulator of the BatchData skip-trace endpoint (V1 and V3) on loopback "
+        "until SIGINT/SIGTERM."
+    )
 
     # The sandbox needs neither the database nor the system checks; it must start on a bare clone.
     requires_system_checks: list[str] = []
