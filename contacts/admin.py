@@ -29,7 +29,10 @@ def format_phone(digits: str) -> str:
 
 
 def _callable_phone() -> Exists:
-    return Exists(Phone.objects.filter(lead=OuterRef("pk"), is_dnc=False, is_tcpa=False))
+    """A number the dialer may call (``Phone.callable``): not DNC/TCPA, not a litigator's or a deceased
+    person's."""
+    return Exists(Phone.objects.filter(lead=OuterRef("pk"), is_dnc=False, is_tcpa=False,
+                                       person_litigator=False, person_deceased=False))
 
 
 # --- filters ---------------------------------------------------------------------------------------
@@ -178,17 +181,37 @@ class ContactInline(admin.TabularInline):
         return run_link(contact.provider_call.run_id if contact.provider_call else None)
 
 
+def _person(name: str, is_owner: bool | None, *, litigator: bool = False, deceased: bool = False) -> str:
+    """Whose contact it is: the name, "owner" / "not owner", and the flags that forbid dialing."""
+    if not (name or is_owner is not None or litigator or deceased):
+        return "—"
+    owner = "" if is_owner is None else ("owner" if is_owner else "not owner")
+    return format_html(
+        '<span class="ops-person">{}{}</span>{}{}',
+        name or "(no name)", f" · {owner}" if owner else "",
+        format_html(" {}", badge("litigator", "#7c2d12")) if litigator else "",
+        format_html(" {}", badge("deceased", "#374151")) if deceased else "",
+    )
+
+
 class PhoneInline(ContactInline):
     model = Phone
-    model_fields = ("number", "type", "is_dnc", "is_tcpa", "confidence", "source", "position")
-    fields = readonly_fields = ("phone", "type", "is_dnc", "is_tcpa", "confidence", "source", "dialer", "call",
-                                "call_run")
+    model_fields = ("number", "type", "is_dnc", "is_tcpa", "confidence", "rank", "carrier", "tested",
+                    "reachable", "person_name", "person_is_owner", "person_litigator", "person_deceased",
+                    "source", "position")
+    fields = readonly_fields = ("phone", "person", "type", "is_dnc", "is_tcpa", "confidence", "rank",
+                                "carrier", "tested", "reachable", "source", "dialer", "call", "call_run")
     verbose_name_plural = "phones (provider order)"
 
     @admin.display(description="Number")
     def phone(self, p: Phone) -> str:
         digits = p.number[2:] if p.number.startswith("+1") else p.number
         return format_phone(digits)
+
+    @admin.display(description="Person")
+    def person(self, p: Phone) -> str:
+        return _person(p.person_name, p.person_is_owner, litigator=p.person_litigator,
+                       deceased=p.person_deceased)
 
     @admin.display(description="Dialer")
     def dialer(self, p: Phone) -> str:
@@ -197,9 +220,15 @@ class PhoneInline(ContactInline):
 
 class EmailInline(ContactInline):
     model = Email
-    model_fields = ("address", "is_primary", "confidence", "source", "position")
-    fields = readonly_fields = ("address", "is_primary", "confidence", "source", "call", "call_run")
+    model_fields = ("address", "is_primary", "confidence", "rank", "tested", "person_name",
+                    "person_is_owner", "source", "position")
+    fields = readonly_fields = ("address", "person", "is_primary", "confidence", "rank", "tested", "source",
+                                "call", "call_run")
     verbose_name_plural = "emails (provider order)"
+
+    @admin.display(description="Person")
+    def person(self, e: Email) -> str:
+        return _person(e.person_name, e.person_is_owner)
 
 
 # --- leads -----------------------------------------------------------------------------------------
@@ -317,9 +346,11 @@ class LeadAdmin(admin.ModelAdmin):
     @admin.display(description="Dialer row")
     def dialer_preview(self, lead: Lead) -> str:
         phones, emails, excluded = self._dialer(lead)
+        of_persons = len({p.number for p in lead.phones.all() if p.person_litigator or p.person_deceased})
         return format_html(
-            "Phones: {} · Emails: {} · DNC/TCPA excluded: {}",
+            "Phones: {} · Emails: {} · DNC/TCPA excluded: {}{}",
             ", ".join(format_phone(p) for p in phones) or "—", ", ".join(emails) or "—", excluded,
+            f" ({of_persons} of a litigator or deceased person)" if of_persons else "",
         )
 
     @admin.display(description="Runs")

@@ -51,6 +51,16 @@ class Phone(models.Model):
         "skiptrace.ProviderCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     position = models.IntegerField(default=0)
+    # BatchData V3 (null for V1 answers and for contacts stored before V3)
+    rank = models.IntegerField(null=True, blank=True)  # 1 = best
+    carrier = models.TextField(null=True, blank=True)
+    tested = models.BooleanField(null=True, blank=True)
+    reachable = models.BooleanField(null=True, blank=True)
+    # the person of the answer this number belongs to ("" / null: not known)
+    person_name = models.TextField(blank=True, default="")
+    person_is_owner = models.BooleanField(null=True, blank=True)  # the property owner; null: not said (V1)
+    person_litigator = models.BooleanField(default=False)
+    person_deceased = models.BooleanField(default=False)
 
     class Meta:
         db_table = "lead_phones"
@@ -61,7 +71,8 @@ class Phone(models.Model):
 
     @property
     def callable(self) -> bool:
-        return not (self.is_dnc or self.is_tcpa)
+        """What the dialer may call: never a DNC or TCPA number, nor a litigator's or deceased person's."""
+        return not (self.is_dnc or self.is_tcpa or self.person_litigator or self.person_deceased)
 
 
 class Email(models.Model):
@@ -74,6 +85,10 @@ class Email(models.Model):
         "skiptrace.ProviderCall", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     position = models.IntegerField(default=0)
+    rank = models.IntegerField(null=True, blank=True)  # BatchData V3, 1 = best
+    tested = models.BooleanField(null=True, blank=True)
+    person_name = models.TextField(blank=True, default="")
+    person_is_owner = models.BooleanField(null=True, blank=True)
 
     class Meta:
         db_table = "lead_emails"

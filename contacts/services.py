@@ -17,6 +17,41 @@ SOURCE = "batchdata"
 # has ~500 phones and emails (most of a cached batch's Python time before).
 _phone_row = row_factory(Phone)
 _email_row = row_factory(Email)
+_NO_PERSON = ("", None, False, False)
+
+
+def _bool_or_none(value: object) -> bool | None:
+    return value if value is None or value.__class__ is bool else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if value.__class__ is int else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if value.__class__ is str else None
+
+
+def _person_fields(contacts: dict) -> tuple[list[tuple | None], tuple]:
+    """Per entry of ``contacts["persons"]``: (name, is_owner, litigator, deceased), None for a
+    malformed entry; and the fields of a phone whose person is not known: in an answer flagged
+    ``litigator`` those count as a litigator's, as in ``skiptrace.dialer`` (never dial on ambiguity).
+    """
+    persons = contacts.get("persons")
+    fields = [
+        (str(p.get("name") or ""), _bool_or_none(p.get("propertyOwner")), bool(p.get("litigator")),
+         bool(p.get("deceased")))
+        if isinstance(p, dict) else None
+        for p in (persons if isinstance(persons, list) else ())
+    ]
+    unknown = ("", None, True, False) if contacts.get("litigator") else _NO_PERSON
+    return fields, unknown
+
+
+def _person(fields: list[tuple | None], unknown: tuple, index: object) -> tuple:
+    if index.__class__ is int and 0 <= index < len(fields):
+        return fields[index] or unknown
+    return unknown
 
 
 @dataclass(frozen=True)
@@ -58,16 +93,29 @@ def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) 
         replace = [lid for lid, u in latest.items() if u.provider_call_id is None or current.get(lid) != u.provider_call_id]
         for lead_id in replace:
             u = latest[lead_id]
-            for n, p in enumerate(u.contacts.get("phones") or []):
+            contacts = u.contacts
+            if contacts.get("persons") or contacts.get("litigator"):
+                persons, unknown = _person_fields(contacts)
+            else:  # old-shaped contacts (no persons): nothing to look up
+                persons, unknown = [], _NO_PERSON
+            for n, p in enumerate(contacts.get("phones") or []):
+                name, owner, litigator, deceased = _person(persons, unknown, p.get("person"))
                 phones.append(_phone_row(
                     lead_id=u.lead_id, number=p["number"], type=p.get("type") or "Unknown",
                     is_dnc=bool(p.get("isDoNotCall")), is_tcpa=bool(p.get("isTcpa")), confidence=p.get("confidence"),
                     source=SOURCE, provider_call_id=u.provider_call_id, position=n,
+                    rank=_int_or_none(p.get("rank")), carrier=_str_or_none(p.get("carrier")),
+                    tested=_bool_or_none(p.get("tested")), reachable=_bool_or_none(p.get("reachable")),
+                    person_name=name, person_is_owner=owner, person_litigator=litigator,
+                    person_deceased=deceased,
                 ))
-            for n, e in enumerate(u.contacts.get("emails") or []):
+            for n, e in enumerate(contacts.get("emails") or []):
+                name, owner, _, _ = _person(persons, _NO_PERSON, e.get("person"))
                 emails.append(_email_row(
                     lead_id=u.lead_id, address=e["address"], is_primary=bool(e.get("isPrimary")),
                     confidence=e.get("confidence"), source=SOURCE, provider_call_id=u.provider_call_id, position=n,
+                    rank=_int_or_none(e.get("rank")), tested=_bool_or_none(e.get("tested")),
+                    person_name=name, person_is_owner=owner,
                 ))
         leads = [  # only the columns updated below
             SimpleNamespace(lead_id=u.lead_id, source=SOURCE, cached=u.cached, stale=u.stale,

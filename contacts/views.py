@@ -2,13 +2,27 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from contacts.models import Lead
+from contacts.models import Email, Lead, Phone
 from skiptrace.api import api_auth, error
 from skiptrace.views import valid_id
 
 
 def _iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _phone_person(p: Phone) -> dict | None:
+    """Whose number it is; null when the answer did not say (contacts stored before V3)."""
+    if not (p.person_name or p.person_is_owner is not None or p.person_litigator or p.person_deceased):
+        return None
+    return {"name": p.person_name, "propertyOwner": p.person_is_owner, "litigator": p.person_litigator,
+            "deceased": p.person_deceased}
+
+
+def _email_person(e: Email) -> dict | None:
+    if not (e.person_name or e.person_is_owner is not None):
+        return None
+    return {"name": e.person_name, "propertyOwner": e.person_is_owner}
 
 
 @api_auth(("GET",))
@@ -26,11 +40,13 @@ def lead_contacts(request: HttpRequest, lead_id: str) -> HttpResponse:
         "runId": lead.run_id,
         "phones": [
             {"number": p.number, "type": p.type, "isDoNotCall": p.is_dnc, "isTcpa": p.is_tcpa,
-             "confidence": p.confidence, "source": p.source}
+             "confidence": p.confidence, "source": p.source, "rank": p.rank, "carrier": p.carrier,
+             "tested": p.tested, "reachable": p.reachable, "person": _phone_person(p), "callable": p.callable}
             for p in lead.phones.all()
         ],
         "emails": [
-            {"address": e.address, "isPrimary": e.is_primary, "confidence": e.confidence, "source": e.source}
+            {"address": e.address, "isPrimary": e.is_primary, "confidence": e.confidence, "source": e.source,
+             "rank": e.rank, "tested": e.tested, "person": _email_person(e)}
             for e in lead.emails.all()
         ],
     })

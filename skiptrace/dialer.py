@@ -3,12 +3,18 @@
 Used by a run's ``enriched.csv`` (``skiptrace.reports``) and by the admin contacts export, so both
 produce the same bytes for the same contacts:
 
-- ``Phone1..3`` are the callable numbers only (never DNC- or TCPA-flagged), mobile first, then by
-  confidence (highest first, unknown last), provider order otherwise; written as 10 digits.
-- ``DNC_Excluded`` counts the numbers left out because they are DNC or TCPA flagged.
+- ``Phone1..3`` are the callable numbers only, mobile first, then by confidence (highest first,
+  unknown last), provider order otherwise; written as 10 digits. A number is not callable when it
+  is DNC or TCPA flagged, or when its person (``contacts["persons"][phone["person"]]``, BatchData
+  V3) is a litigator or deceased. A number whose person is not known (no ``person`` index, or one
+  that points nowhere) in an answer flagged ``litigator`` is left out too: ambiguity never makes
+  a number callable.
+- ``DNC_Excluded`` counts the numbers left out for any of those reasons, each number once.
 - ``Email1..3`` keep the provider order, the primary address first.
 - Every cell goes through :func:`safe_cell` (spreadsheet formula injection), every field is quoted,
   lines end with CRLF and the file is UTF-8 with a BOM (Excel opens it as UTF-8).
+
+Contacts stored before V3 (no ``persons``, no ``person`` per phone) give the same rows as before.
 """
 
 from __future__ import annotations
@@ -81,20 +87,48 @@ def _phone_sort_key(item: tuple[dict, str]) -> tuple[bool, bool, float]:
     return (phone.get("type") != MOBILE, False, -confidence)
 
 
-def callable_phones(contacts: dict | None) -> tuple[list[str], int]:
-    """(callable numbers as 10 digits in dialer order, how many numbers DNC/TCPA left out).
+def person_of(contacts: dict | None, item: dict) -> dict | None:
+    """The entry of ``contacts["persons"]`` a phone or email belongs to; None when not known."""
+    index = item.get("person")
+    persons = (contacts or {}).get("persons")
+    if index.__class__ is not int or index < 0 or not isinstance(persons, list) or index >= len(persons):
+        return None
+    person = persons[index]
+    return person if isinstance(person, dict) else None
 
-    A number listed twice counts once; if any of its entries is DNC or TCPA flagged, it is left out.
+
+def person_excluded(person: dict | None) -> bool:
+    """True when the person's numbers may never be dialed (a litigator, or deceased)."""
+    return bool(person) and bool(person.get("litigator") or person.get("deceased"))
+
+
+def excluded_by_person(contacts: dict | None, phone: dict) -> bool:
+    """True when the phone's person forbids dialing it: a litigator or deceased person, or no known
+    person in an answer flagged ``litigator``."""
+    person = person_of(contacts, phone)
+    if person is None:
+        return bool((contacts or {}).get("litigator"))
+    return person_excluded(person)
+
+
+def callable_phones(contacts: dict | None) -> tuple[list[str], int]:
+    """(callable numbers as 10 digits in dialer order, how many numbers were left out).
+
+    Left out: DNC or TCPA flagged numbers and the numbers of a litigator or deceased person (see the
+    module docstring). A number listed twice counts once; if any of its entries is left out, it is.
     """
+    contacts = contacts or {}
+    # Old-shaped contacts (no persons, not a litigator answer) skip the per-phone person look-up.
+    check_persons = bool(contacts.get("persons") or contacts.get("litigator"))
     flagged: set[str] = set()
     candidates: list[tuple[dict, str]] = []
-    for p in (contacts or {}).get("phones") or ():
+    for p in contacts.get("phones") or ():
         if not isinstance(p, dict):
             continue
         digits = phone_10(p.get("number"))
         if not digits:
             continue
-        if p.get("isDoNotCall") or p.get("isTcpa"):
+        if p.get("isDoNotCall") or p.get("isTcpa") or (check_persons and excluded_by_person(contacts, p)):
             flagged.add(digits)
         else:
             candidates.append((p, digits))

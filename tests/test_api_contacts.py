@@ -66,6 +66,26 @@ def test_contacts_have_the_seed_shape_with_e164_numbers(api_client, sandbox):
     assert mobile["type"] == "Mobile" and mobile["isDoNotCall"] is False
 
 
+def test_each_phone_says_whose_it_is_and_whether_it_may_be_dialed(api_client, sandbox):
+    run_leads(api_client, [make_lead(7)])
+
+    body = contacts(api_client, "C-0007").json()
+
+    assert body["phones"] and body["emails"]
+    for phone in body["phones"]:
+        assert {"rank", "carrier", "tested", "reachable", "person", "callable"} <= set(phone)
+        assert phone["rank"] is None or isinstance(phone["rank"], int)
+        assert phone["carrier"] is None or isinstance(phone["carrier"], str)
+        assert phone["tested"] in (None, True, False) and phone["reachable"] in (None, True, False)
+        person = phone["person"]
+        assert person is None or set(person) == {"name", "propertyOwner", "litigator", "deceased"}
+        barred = bool(person and (person["litigator"] or person["deceased"]))
+        assert phone["callable"] is not (phone["isDoNotCall"] or phone["isTcpa"] or barred)
+    for email in body["emails"]:
+        assert {"rank", "tested", "person"} <= set(email)
+        assert email["person"] is None or set(email["person"]) == {"name", "propertyOwner"}
+
+
 def test_contacts_agree_with_the_run_report_sample(api_client, sandbox):
     run_id = run_leads(api_client, [make_lead(2)])
     sample = api_client.get(f"/api/skiptrace-runs/{run_id}/report").json()["samples"]["enriched"][0]

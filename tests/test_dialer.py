@@ -236,3 +236,41 @@ def test_stream_yields_the_same_text_as_write_with_bom_first():
 
 def test_stream_of_no_rows_is_bom_and_header():
     assert "".join(stream_dialer_csv([])) == "\ufeff" + csv_text([])
+
+
+def person(name, *, owner=True, litigator=False, deceased=False):
+    return {"name": name, "propertyOwner": owner, "litigator": litigator, "deceased": deceased}
+
+
+def with_persons(contacts_, persons, people_of):
+    """``contacts_`` in the V3 shape: ``persons``, and each phone's person index from ``people_of``."""
+    out = {**contacts_, "persons": persons, "litigator": any(p["litigator"] for p in persons)}
+    out["phones"] = [{**p, "person": i} for p, i in zip(contacts_["phones"], people_of, strict=True)]
+    return out
+
+
+def test_numbers_of_a_litigator_or_deceased_person_are_excluded_and_counted_like_dnc():
+    c = with_persons(
+        contacts([phone("+18135550101", "Land Line", confidence=10), phone("+18135550102", confidence=99),
+                  phone("+18135550103", confidence=98), phone("+18135550104", dnc=True)]),
+        [person("Owner"), person("Relative", owner=False, litigator=True),
+         person("Late", owner=False, deceased=True)],
+        [0, 1, 2, 0],
+    )
+    r = as_dict(row(c))
+    assert (r["Phone1"], r["Phone2"], r["Phone3"]) == ("8135550101", "", "")
+    assert r["DNC_Excluded"] == "3"
+
+
+def test_persons_without_flags_leave_the_row_as_it_was():
+    c = contacts([phone("+18135550001", "Land Line", confidence=99), phone("+18135550002", confidence=40),
+                  phone("+18135550003", dnc=True)], [email("a@example.com", primary=True)])
+    v3 = with_persons(c, [person("Owner"), person("Spouse", owner=False)], [0, 1, 1])
+    assert row(v3) == row(c)
+
+
+def test_a_number_listed_for_the_owner_and_for_a_litigator_is_left_out_once():
+    c = with_persons(contacts([phone("+18135550101"), phone("+18135550101")]),
+                     [person("Owner"), person("Relative", owner=False, litigator=True)], [0, 1])
+    r = as_dict(row(c))
+    assert r["Phone1"] == "" and r["DNC_Excluded"] == "1"

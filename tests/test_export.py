@@ -206,3 +206,21 @@ def test_libreoffice_opens_the_export_with_every_cell_as_written(admin_client, t
     owners = {row[0]: row[2] for row in back[1:]}
     assert owners["A-1"] == "José Núñez" and owners["Z-1"] == "Zoë Ærøskøbing"
     assert owners["'=HYPERLINK(\"http://evil\")"] == "'=1+2"  # text, not 3
+
+
+def test_numbers_of_a_litigator_or_deceased_person_never_reach_phone1_to_3(admin_client,
+                                                                          django_assert_max_num_queries):
+    lead = make_lead("P-1", owner="Denise Alvarez", address="4410 Oak Hollow Dr, Tampa, FL 33610",
+                     phones=[("+18135550501", "Mobile", False, False, None),
+                             ("+18135550502", "Mobile", False, False, None),
+                             ("+18135550503", "Land Line", False, False, None)])
+    phones = Phone.objects.filter(lead=lead)
+    phones.filter(number="+18135550501").update(person_name="Harold Vance", person_is_owner=False,
+                                                person_litigator=True)
+    phones.filter(number="+18135550502").update(person_name="Margaret Alvarez", person_deceased=True)
+    phones.filter(number="+18135550503").update(person_name="Denise Alvarez", person_is_owner=True)
+    with django_assert_max_num_queries(3):
+        rows = list(lead_dialer_rows(Lead.objects.order_by("lead_id")))
+    assert rows[0][3:6] == ["8135550503", "", ""] and rows[0][12] == "2"
+    records = list(csv.reader(io.StringIO(exported_bytes(admin_client).decode("utf-8-sig"))))
+    assert records[1][3:6] == ["8135550503", "", ""] and records[1][12] == "2"
