@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -58,14 +59,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SECRET_KEY = E.secret_key("DJANGO_SECRET_KEY", debug=DEBUG, data_dir=DATA_DIR)
 ALLOWED_HOSTS = [h.strip() for h in E.text("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 
-# --- the product's keys (CONTRACT.md, "Configuration") -------------------------------------------
+# --- the product's keys (README, "Configuration") -------------------------------------------
 PORT = E.integer("PORT", 6001, minimum=1, maximum=65535)
 BATCHDATA_BASE_URL = E.url("BATCHDATA_BASE_URL", "https://api.batchdata.com")
 BATCHDATA_SKIPTRACE_PATH = E.text("BATCHDATA_SKIPTRACE_PATH", "/api/v1/property/skip-trace")
-if not BATCHDATA_SKIPTRACE_PATH.startswith("/"):
+if not re.fullmatch(r"/api/v[13]/[A-Za-z0-9/_.\-]*", BATCHDATA_SKIPTRACE_PATH):
+    # The wire format follows the version in the path (V1 or V3): any other path would be spoken
+    # to in a format we cannot promise, so it stops start-up.
     from django.core.exceptions import ImproperlyConfigured
 
-    raise ImproperlyConfigured(f"BATCHDATA_SKIPTRACE_PATH={BATCHDATA_SKIPTRACE_PATH!r} is not valid: must start with /")
+    raise ImproperlyConfigured(
+        f"BATCHDATA_SKIPTRACE_PATH={BATCHDATA_SKIPTRACE_PATH!r} is not valid: must start with /api/v1/ or /api/v3/"
+    )
 BATCHDATA_AUTH_STYLE = E.choice("BATCHDATA_AUTH_STYLE", "bearer", ("bearer", "x-api-key"))
 BATCHDATA_API_TOKEN = E.optional_text("BATCHDATA_API_TOKEN")
 PROVIDER_TIMEOUT_S = E.number("PROVIDER_TIMEOUT_S", 30.0, minimum=0, exclusive_minimum=True, maximum=600)

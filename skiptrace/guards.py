@@ -172,7 +172,7 @@ def breaker_retry_after(now: dt.datetime) -> float:
     return max(0.0, (row.next_probe_at - now).total_seconds())
 
 
-_FAILURE_KINDS = {"http_5xx", "rate_limited", "timeout", "connection", "auth", "schema_drift", "out_of_credits"}
+_FAILURE_KINDS = {"http_5xx", "rate_limited", "timeout", "connection", "auth", "unreadable", "out_of_credits"}
 _OPEN_AT_ONCE = {"auth", "out_of_credits"}  # a credential problem fails closed at the first answer
 
 
@@ -382,7 +382,8 @@ def slot_try_take(batch_id: str, *, now: dt.datetime, lease_s: float) -> set[int
     SKIP_TRACE_CONCURRENCY requests are in flight fleet-wide. One transaction under the lock.
 
     Returns None when no slot is free, else the ids of the calls now ``sent``: only those still
-    ``reserved`` (a reservation the reaper already took back must not leave)."""
+    ``reserved`` with a live lease (a reservation the reaper took back, or may take back at any
+    moment, must not leave)."""
     from skiptrace.models import CallState, ProviderCall
 
     with transaction.atomic():
@@ -393,36 +394,76 @@ def slot_try_take(batch_id: str, *, now: dt.datetime, lease_s: float) -> set[int
         )
         if in_flight >= settings.SKIP_TRACE_CONCURRENCY:
             return None
-        ids = set(ProviderCall.objects.filter(batch_id=batch_id, state=CallState.RESERVED).values_list("id", flat=True))
+        ids = set(ProviderCall.objects.filter(batch_id=batch_id, state=CallState.RESERVED, lease_until__gt=now)
+                  .values_list("id", flat=True))
         ProviderCall.objects.filter(id__in=ids, state=CallState.RESERVED).update(
             state=CallState.SENT, sent_at=now, lease_until=now + dt.timedelta(seconds=lease_s)
         )
         return ids
 
 
+class NotSent(Exception):  # noqa: N818 - it is an outcome, not a failure of the code
+    """The batch is given back before its POST: nothing left, nothing is billed.
+
+    ``reason``: ``circuit_open`` (the breaker opened while the batch waited) or ``lease`` (the
+    waits ran so long that the calls' lease could be reaped before the answer is back)."""
+
+    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def send_deadline(reserved_at: float) -> float:
+    """The last ``time.monotonic()`` at which a batch reserved at ``reserved_at`` may still send:
+    its answer (up to PROVIDER_TIMEOUT_S) must be back, with 5 s to record it, before the lease
+    taken at the reservation runs out and the reaper could settle its calls and items."""
+    from skiptrace.service import lease_seconds
+
+    return reserved_at + lease_seconds() - settings.PROVIDER_TIMEOUT_S - 5.0
+
+
+def last_look(*, now: dt.datetime, deadline: float, probe: bool) -> None:
+    """Right before the POST, after every wait: raise NotSent when the breaker is no longer closed
+    (unless this batch is the breaker's probe) or the send deadline has passed."""
+    if time.monotonic() > deadline:
+        raise NotSent("lease")
+    if not probe and breaker_state(now) != "closed":
+        raise NotSent("circuit_open", retry_after=breaker_retry_after(now) or settings.CIRCUIT_PROBE_INTERVAL_S)
+
+
 @contextlib.contextmanager
 def send_permit(
-    batch_id: str, *, clock: Clock, lease_s: float, sleep: Callable[[float], None] = time.sleep
+    batch_id: str, *, clock: Clock, lease_s: float, deadline: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[set[int]]:
     """Wait for a concurrency slot, then a rate permit, then let the request go.
 
     Taking the slot marks the batch ``sent`` (committed), so the rows exist before anything can
     leave. The rate permit comes last so that the request reaches the provider within
     milliseconds of its permit (a permit taken before a slot wait would let requests bunch up
-    beyond RPS). Should the limiter itself fail, the calls go back to ``errored``: not sent.
-    The slot frees itself when the calls leave state ``sent``. Yields the ids of the calls that
-    may be sent.
+    beyond RPS). Both waits end at ``deadline`` (``time.monotonic()``; see ``send_deadline``) with
+    NotSent("lease"). Should the limiter itself fail, or a wait run out, the calls go back to
+    ``errored``: not sent. The slot frees itself when the calls leave state ``sent``. Yields the
+    ids of the calls that may be sent.
     """
     from skiptrace.models import CallState, ProviderCall
 
+    deadline = time.monotonic() + 3600.0 if deadline is None else deadline
     while (sent := slot_try_take(batch_id, now=clock(), lease_s=lease_s)) is None:
+        if time.monotonic() > deadline:
+            raise NotSent("lease")
         sleep(0.05)
     try:
-        while not rate_acquire():
+        while not rate_acquire(timeout_s=max(0.0, min(60.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise NotSent("lease")
             log.warning("waited 60s for a rate permit; still waiting")
-    except Exception:
+    except Exception as exc:
+        why = "the send deadline passed while waiting for a rate permit" if isinstance(exc, NotSent) \
+            else "the rate limiter failed"
         ProviderCall.objects.filter(batch_id=batch_id, state=CallState.SENT).update(
-            state=CallState.ERRORED, cost_cents=0, error_text="not sent: the rate limiter failed", lease_until=None
+            state=CallState.ERRORED, cost_cents=0, error_text=f"not sent: {why}", lease_until=None, sent_at=None
         )
         raise
     yield sent

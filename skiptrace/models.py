@@ -18,11 +18,13 @@ class CallState(models.TextChoices):
     SENT = "sent"
     COMPLETED = "completed"
     ERRORED = "errored"
-    LOST = "lost"
+    LOST = "lost"  # sent, no answer came back: costed at its estimate, never re-sent by itself
+    UNREADABLE = "unreadable"  # a 2xx we could not map: billed like a lost call, body kept for a reparse
 
 
-FINAL_CALL_STATES = (CallState.COMPLETED, CallState.ERRORED, CallState.LOST)
 OPEN_CALL_STATES = (CallState.RESERVED, CallState.SENT)
+# Sent and billed, but the answer is unknown: the lead is not sent again without a resume or force.
+UNKNOWN_OUTCOME_STATES = (CallState.LOST, CallState.UNREADABLE)
 
 
 class ItemStatus(models.TextChoices):
@@ -116,6 +118,10 @@ class ProviderCall(models.Model):
     match_count = models.IntegerField(null=True, blank=True)
     parsed_contacts_json = models.TextField(null=True, blank=True)
     provider_request_id = models.CharField(max_length=128, null=True, blank=True)
+    # the wire format of the request ("v1" | "v3"), so a stored answer is read again the same way
+    api_version = models.CharField(max_length=4, default="v1")
+    # this call carries part of a bill above the per-person matches (matchCount was higher)
+    bill_mismatch = models.BooleanField(default=False)
     lease_until = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -1,4 +1,4 @@
-"""BatchData v1 property skip-trace: the one HTTP choke point to the paid provider.
+"""BatchData property skip-trace (V1 and V3): the one HTTP choke point to the paid provider.
 
 This module builds the request body, sends exactly one HTTP request per call, and parses the
 answer into plain dataclasses. It knows no database and no Django models; only
@@ -6,12 +6,15 @@ answer into plain dataclasses. It knows no database and no Django models; only
 
 Money rules that shape the code:
 
-* One POST = one bill (per matched record). Nothing here ever retries or follows a redirect: the
-  caller decides, with ``ProviderError.maybe_sent`` telling it whether the provider may have seen
-  (and billed) the request.
-* Answers are mapped by position (``persons[i]`` answers ``requests_[i]``) and cross-checked
-  against the echoed address / requestId. Any doubt is ``schema_drift``: never hand one lead's
-  phones to another.
+* One POST = one bill (``matchCount`` records). Nothing here ever retries or follows a redirect:
+  the caller decides, with ``ProviderError.maybe_sent`` telling it whether the provider may have
+  seen (and billed) the request.
+* The wire format follows the version in the path: ``/api/v1/...`` answers ``results.persons[]``,
+  ``/api/v3/...`` answers ``result.data[]``. Either is mapped by position (entry ``i`` answers
+  ``requests_[i]``) and cross-checked against the echoed requestId / address.
+* A 2xx answer that cannot be mapped completely is ``unreadable``: the provider did the work and
+  bills it, so the error carries the body (token-free, for ``skiptrace_reparse``) and the
+  ``matchCount`` when that number can still be read. Never hand one lead's phones to another.
 * No phone number, email or token is logged at INFO or above; debug output goes through
   ``sanitize_for_debug``.
 """
@@ -19,6 +22,7 @@ Money rules that shape the code:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -45,6 +49,7 @@ __all__ = [
     "PROVIDER",
     "MAX_BATCH",
     "TraceRequest",
+    "Person",
     "Phone",
     "Email",
     "TraceResult",
@@ -52,6 +57,7 @@ __all__ = [
     "ProviderError",
     "BatchDataClient",
     "parse_response",
+    "api_version",
     "mask_phone",
     "mask_email",
     "sanitize_for_debug",
@@ -60,11 +66,13 @@ __all__ = [
 logger = logging.getLogger("convexa.provider")
 
 PROVIDER = "batchdata"
-MAX_BATCH = 100  # BatchData v1 takes 1..100 requests per call
+MAX_BATCH = 100  # BatchData takes 1..100 requests per call (V1 and V3)
 DEFAULT_BASE_URL = "https://api.batchdata.com"
 DEFAULT_PATH = "/api/v1/property/skip-trace"
 CONNECT_TIMEOUT_S = 5.0
 DETAIL_MAX = 200
+BODY_MAX = 16 * 1024 * 1024  # an unreadable answer's body is kept up to this size for a reparse
+API_VERSIONS = ("v1", "v3")
 
 PHONE_MOBILE = "Mobile"
 PHONE_LAND_LINE = "Land Line"
@@ -79,7 +87,7 @@ ERROR_KINDS = frozenset(
         "out_of_credits",
         "timeout",
         "connection",
-        "schema_drift",
+        "unreadable",
     }
 )
 TRANSIENT_KINDS = frozenset({"http_5xx", "rate_limited", "timeout", "connection"})
@@ -103,19 +111,50 @@ class TraceRequest:
 
 
 @dataclass(frozen=True)
+class Person:
+    """One person the provider returned for a property (V1: one; V3: up to 3)."""
+
+    name: str  # full name as given ("" when none)
+    first: str
+    last: str
+    property_owner: bool | None  # V3 says; V1 does not (None)
+    litigator: bool
+    deceased: bool
+
+    def to_contacts(self) -> dict:
+        return {"name": self.name, "first": self.first, "last": self.last, "propertyOwner": self.property_owner,
+                "litigator": self.litigator, "deceased": self.deceased}
+
+    @staticmethod
+    def from_contacts(data: dict) -> Person:
+        owner = data.get("propertyOwner")
+        return Person(name=str(data.get("name") or ""), first=str(data.get("first") or ""),
+                      last=str(data.get("last") or ""), property_owner=owner if isinstance(owner, bool) else None,
+                      litigator=bool(data.get("litigator")), deceased=bool(data.get("deceased")))
+
+
+@dataclass(frozen=True)
 class Phone:
     number: str  # E.164, "+1XXXXXXXXXX"
     type: str  # "Mobile" | "Land Line" | "Unknown"
     is_dnc: bool
     is_tcpa: bool
-    confidence: int | None  # provider score, 0..100
+    confidence: int | None  # V1 score, 0..100
+    rank: int | None = None  # V3 rank, 1 = best
+    carrier: str | None = None
+    tested: bool | None = None
+    reachable: bool | None = None
+    person: int | None = None  # index into TraceResult.persons
 
 
 @dataclass(frozen=True)
 class Email:
     address: str  # lowercased
-    is_primary: bool  # the first email of a person
+    is_primary: bool  # the lead's first email
     confidence: int | None
+    rank: int | None = None
+    tested: bool | None = None
+    person: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,15 +163,18 @@ class TraceResult:
 
     ``raw`` is excluded from equality and hashing: ``payload_hash`` already stands for it, and a
     result rebuilt from the cache (``from_contacts``, raw ``{}``) then equals the original.
+    ``persons`` come property owners first; ``phones`` and ``emails`` are all the persons'
+    contacts in that order, each naming its person by index.
     """
 
     request_id: str
     matched: bool
     phones: tuple[Phone, ...]
     emails: tuple[Email, ...]
-    litigator: bool
-    raw: dict = field(compare=False, hash=False, repr=False)  # the persons[] entry as received
+    litigator: bool  # any person is a known TCPA litigator
+    raw: dict = field(compare=False, hash=False, repr=False)  # the answer's entry as received
     payload_hash: str  # sha256 hex of the canonical JSON of raw
+    persons: tuple[Person, ...] = ()
 
     def to_contacts(self) -> dict:
         return {
@@ -143,20 +185,27 @@ class TraceResult:
                     "isDoNotCall": p.is_dnc,
                     "isTcpa": p.is_tcpa,
                     "confidence": p.confidence,
+                    "rank": p.rank,
+                    "carrier": p.carrier,
+                    "tested": p.tested,
+                    "reachable": p.reachable,
+                    "person": p.person,
                 }
                 for p in self.phones
             ],
             "emails": [
-                {"address": e.address, "isPrimary": e.is_primary, "confidence": e.confidence}
+                {"address": e.address, "isPrimary": e.is_primary, "confidence": e.confidence, "rank": e.rank,
+                 "tested": e.tested, "person": e.person}
                 for e in self.emails
             ],
+            "persons": [p.to_contacts() for p in self.persons],
             "matched": self.matched,
             "litigator": self.litigator,
         }
 
     @staticmethod
     def from_contacts(request_id: str, contacts: dict, payload_hash: str) -> TraceResult:
-        """Inverse of ``to_contacts`` (cache hits). Missing keys take safe defaults."""
+        """Inverse of ``to_contacts`` (cache hits). Missing keys (older entries) take safe defaults."""
         phones = tuple(
             Phone(
                 number=str(p["number"]),
@@ -164,6 +213,11 @@ class TraceResult:
                 is_dnc=bool(p.get("isDoNotCall", False)),
                 is_tcpa=bool(p.get("isTcpa", False)),
                 confidence=_opt_int(p.get("confidence")),
+                rank=_opt_int(p.get("rank")),
+                carrier=p.get("carrier") if isinstance(p.get("carrier"), str) else None,
+                tested=p.get("tested") if isinstance(p.get("tested"), bool) else None,
+                reachable=p.get("reachable") if isinstance(p.get("reachable"), bool) else None,
+                person=_opt_int(p.get("person")),
             )
             for p in contacts.get("phones") or ()
         )
@@ -172,6 +226,9 @@ class TraceResult:
                 address=str(e["address"]),
                 is_primary=bool(e.get("isPrimary", False)),
                 confidence=_opt_int(e.get("confidence")),
+                rank=_opt_int(e.get("rank")),
+                tested=e.get("tested") if isinstance(e.get("tested"), bool) else None,
+                person=_opt_int(e.get("person")),
             )
             for e in contacts.get("emails") or ()
         )
@@ -183,6 +240,7 @@ class TraceResult:
             litigator=bool(contacts.get("litigator", False)),
             raw={},
             payload_hash=payload_hash,
+            persons=tuple(Person.from_contacts(p) for p in contacts.get("persons") or () if isinstance(p, dict)),
         )
 
 
@@ -194,6 +252,7 @@ class BatchResult:
     provider_request_id: str | None  # results.meta.requestId
     request_json: str  # the exact body we sent; it never contains the token
     elapsed_s: float
+    api_version: str = "v1"
 
 
 class ProviderError(Exception):
@@ -201,7 +260,12 @@ class ProviderError(Exception):
 
     ``maybe_sent`` is the money flag: True when the request may have reached the provider (and
     may have been billed) — read timeout, connection lost after sending, any HTTP answer, schema
-    drift. False only when it surely did not leave (no token, connect timeout/refused, DNS).
+    an unreadable answer. False only when it surely did not leave (no token, connect
+    timeout/refused, DNS).
+
+    An ``unreadable`` error (a 2xx whose body cannot be mapped completely) also carries ``body``,
+    the answer as received with the token removed, and ``match_count``, the provider's
+    ``matchCount`` when that number could still be read (what it bills), else None.
     """
 
     def __init__(
@@ -212,6 +276,8 @@ class ProviderError(Exception):
         status_code: int | None = None,
         retry_after: float | None = None,
         maybe_sent: bool = True,
+        match_count: int | None = None,
+        body: str | None = None,
     ) -> None:
         if kind not in ERROR_KINDS:
             raise ValueError(f"unknown ProviderError kind {kind!r}")
@@ -220,6 +286,8 @@ class ProviderError(Exception):
         self.status_code = status_code
         self.retry_after = retry_after
         self.maybe_sent = maybe_sent
+        self.match_count = match_count
+        self.body = body
         super().__init__(self.__str__())
 
     @property
@@ -239,20 +307,35 @@ class ProviderError(Exception):
     def __reduce__(self) -> tuple:  # keep keyword-only fields through pickling (multiprocessing, caches)
         return (
             _rebuild_provider_error,
-            (self.kind, self.detail, self.status_code, self.retry_after, self.maybe_sent),
+            (self.kind, self.detail, self.status_code, self.retry_after, self.maybe_sent, self.match_count,
+             self.body),
         )
 
 
 def _rebuild_provider_error(
-    kind: str, detail: str, status_code: int | None, retry_after: float | None, maybe_sent: bool
+    kind: str, detail: str, status_code: int | None, retry_after: float | None, maybe_sent: bool,
+    match_count: int | None = None, body: str | None = None,
 ) -> ProviderError:
     return ProviderError(
-        kind, detail, status_code=status_code, retry_after=retry_after, maybe_sent=maybe_sent
+        kind, detail, status_code=status_code, retry_after=retry_after, maybe_sent=maybe_sent,
+        match_count=match_count, body=body,
     )
 
 
 def _drift(detail: str, status_code: int = 200) -> ProviderError:
-    return ProviderError("schema_drift", detail, status_code=status_code, maybe_sent=True)
+    """An answer that does not fit (the parser's one error)."""
+    return ProviderError("unreadable", detail, status_code=status_code, maybe_sent=True)
+
+
+def api_version(path: str) -> str:
+    """``v1`` or ``v3``, from the skip-trace path; ValueError naming the key for any other path."""
+    text = (path or "").strip()
+    if not text.startswith("/"):
+        text = "/" + text
+    m = re.match(r"^/api/(v1|v3)/", text)
+    if m is None:
+        raise ValueError(f"BATCHDATA_SKIPTRACE_PATH must start with /api/v1/ or /api/v3/, got {path!r}")
+    return m.group(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,6 +370,7 @@ class BatchDataClient:
         path = (path or "").strip()
         if path and not path.startswith("/"):
             path = "/" + path
+        self._api_version = api_version(path or DEFAULT_PATH)
         self._url = base_url.strip().rstrip("/") + path
         self._token = token
         self._auth_style = style
@@ -321,6 +405,11 @@ class BatchDataClient:
     @property
     def url(self) -> str:
         return self._url
+
+    @property
+    def api_version(self) -> str:
+        """``v1`` | ``v3``: the wire format, from the path."""
+        return self._api_version
 
     @property
     def timeout(self) -> float:
@@ -393,7 +482,9 @@ class BatchDataClient:
             if name:
                 item["name"] = name
             items.append(item)
-        # Without this option TCPA-flagged phones are silently dropped; we want them, flagged.
+        if self._api_version == "v3":
+            return {"requests": items}  # V3 keeps TCPA-flagged phones (flagged) by default
+        # Without this option V1 silently drops TCPA-flagged phones; we want them, flagged.
         return {"requests": items, "options": {"includeTCPABlacklistedPhones": True}}
 
     def skip_trace(
@@ -474,15 +565,15 @@ class BatchDataClient:
         try:
             body = resp.json()
         except ValueError:
-            raise _drift(
-                f"HTTP {status} body is not JSON: {self._scrub(resp.text[:DETAIL_MAX])}", status
-            ) from None
+            raise self._unreadable(resp, None, f"HTTP {status} body is not JSON") from None
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("batchdata response %s", json.dumps(sanitize_for_debug(body)))
         try:
-            results, match_count, provider_request_id = parse_response(body, requests_)
+            results, match_count, provider_request_id = parse_response(body, requests_, version=self._api_version)
         except ProviderError as err:
-            raise _drift(self._scrub(err.detail), status) from None
+            raise self._unreadable(resp, body, err.detail) from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a parser bug is still unreadable
+            raise self._unreadable(resp, body, f"parser error {exc.__class__.__name__}") from None
         return BatchResult(
             status_code=status,
             results=results,
@@ -490,14 +581,32 @@ class BatchDataClient:
             provider_request_id=provider_request_id,
             request_json=request_json,
             elapsed_s=elapsed,
+            api_version=self._api_version,
+        )
+
+    def _unreadable(self, resp: requests.Response, body: Any, detail: str) -> ProviderError:
+        """A 2xx we could not map: billed, outcome unknown. Keeps the token-free body and the
+        provider's matchCount when it can still be read."""
+        text = resp.text or ""
+        if self._token:
+            text = text.replace(self._token, "****")
+        if len(text) > BODY_MAX:
+            text = text[:BODY_MAX]
+        return ProviderError(
+            "unreadable",
+            self._scrub(detail),
+            status_code=resp.status_code,
+            maybe_sent=True,
+            match_count=readable_match_count(body, self._api_version),
+            body=text,
         )
 
     def _error_from_status(self, resp: requests.Response) -> ProviderError:
         status = resp.status_code
-        if status in (401, 403):
+        if status == 402 or (status == 403 and _says_out_of_credits(resp)):
+            kind = "out_of_credits"  # 402 (V1, seen by others); V3: 403 "Insufficient balance"
+        elif status in (401, 403):
             kind = "auth"
-        elif status == 402:
-            kind = "out_of_credits"
         elif status == 429:
             kind = "rate_limited"
         elif status >= 500:
@@ -544,6 +653,11 @@ def _root_reason(exc: BaseException) -> BaseException | None:
         else:
             break
     return reason if isinstance(reason, BaseException) else None
+
+
+def _says_out_of_credits(resp: requests.Response) -> bool:
+    text = _error_detail(resp).lower()
+    return "insufficient balance" in text or "out of credits" in text or "insufficient credit" in text
 
 
 def _error_detail(resp: requests.Response) -> str:
@@ -594,47 +708,52 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 # Parsing
 
 
-def parse_response(body: Any, requests_: Sequence[TraceRequest]) -> tuple[list[TraceResult], int, str | None]:
-    """Map a 200 answer onto ``requests_`` by position.
+def parse_response(
+    body: Any, requests_: Sequence[TraceRequest], *, version: str = "v1"
+) -> tuple[list[TraceResult], int, str | None]:
+    """Map a 2xx answer onto ``requests_`` by position.
 
     Returns (results in request order, matchCount, provider requestId). Raises
-    ProviderError(kind="schema_drift") on anything that does not fit, including an echoed
+    ProviderError(kind="unreadable") on anything that does not fit, including an echoed
     address or requestId that does not belong to the request at that position.
     """
+    if version not in API_VERSIONS:
+        raise ValueError(f"unknown BatchData API version {version!r}")
     if not isinstance(body, dict):
         raise _drift(f"body is {type(body).__name__}, not an object")
-    results_obj = body.get("results")
+    top = "result" if version == "v3" else "results"
+    list_key = "data" if version == "v3" else "persons"
+    results_obj = body.get(top)
     if not isinstance(results_obj, dict):
         status = body.get("status")
         text = status.get("text") if isinstance(status, dict) else None
-        raise _drift("no results object" + (f" (status: {text})" if isinstance(text, str) else ""))
-    persons = results_obj.get("persons")
-    if not isinstance(persons, list):
-        raise _drift("results.persons is missing or not a list")
-    if len(persons) != len(requests_):
-        raise _drift(f"{len(persons)} persons for {len(requests_)} requests")
+        raise _drift(f"no {top} object" + (f" (status: {text})" if isinstance(text, str) else ""))
+    entries = results_obj.get(list_key)
+    if not isinstance(entries, list):
+        raise _drift(f"{top}.{list_key} is missing or not a list")
+    if len(entries) != len(requests_):
+        raise _drift(f"{len(entries)} {top}.{list_key} entries for {len(requests_)} requests")
 
-    parsed = [
-        _parse_person(i, person, req) for i, (person, req) in enumerate(zip(persons, requests_, strict=True))
-    ]
+    parse_entry = _parse_v3_entry if version == "v3" else _parse_person
+    parsed = [parse_entry(i, entry, req) for i, (entry, req) in enumerate(zip(entries, requests_, strict=True))]
 
     meta = results_obj.get("meta")
     if meta is not None and not isinstance(meta, dict):
-        raise _drift("results.meta is not an object")
+        raise _drift(f"{top}.meta is not an object")
     meta = meta or {}
     counts = meta.get("results")
     if counts is not None and not isinstance(counts, dict):
-        raise _drift("results.meta.results is not an object")
+        raise _drift(f"{top}.meta.results is not an object")
     computed = sum(1 for r in parsed if r.matched)
     raw_count = (counts or {}).get("matchCount")
     if raw_count is None:
         match_count = computed  # not sent: bill by what we see
-    elif isinstance(raw_count, int) and not isinstance(raw_count, bool) and 0 <= raw_count <= len(requests_):
+    elif _is_count(raw_count) and raw_count <= len(requests_):
         match_count = raw_count
         if raw_count != computed:
-            logger.warning("batchdata matchCount=%d but %d persons look matched", raw_count, computed)
+            logger.warning("batchdata matchCount=%d but %d entries look matched", raw_count, computed)
     else:
-        raise _drift(f"results.meta.results.matchCount is {raw_count!r}")
+        raise _drift(f"{top}.meta.results.matchCount is {raw_count!r} for {len(requests_)} requests")
 
     rid = meta.get("requestId")
     provider_request_id = (
@@ -643,25 +762,60 @@ def parse_response(body: Any, requests_: Sequence[TraceRequest]) -> tuple[list[T
     return parsed, match_count, provider_request_id
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def readable_match_count(body: Any, version: str) -> int | None:
+    """The provider's ``matchCount`` (what it bills) from any answer in which it can still be read."""
+    if not isinstance(body, dict):
+        return None
+    top = body.get("result" if version == "v3" else "results")
+    if not isinstance(top, dict):  # a body of the other version's shape still tells its bill
+        top = body.get("results" if version == "v3" else "result")
+    meta = top.get("meta") if isinstance(top, dict) else None
+    counts = meta.get("results") if isinstance(meta, dict) else None
+    value = counts.get("matchCount") if isinstance(counts, dict) else None
+    return value if _is_count(value) else None
+
+
+def _list_field(where: str, value: Any) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _drift(f"{where} is {type(value).__name__}, not a list")
+    return value
+
+
+def _person_name(where: str, name: Any) -> tuple[str, str, str]:
+    """(full, first, last) from a provider name object (or a plain string)."""
+    if name is None:
+        return "", "", ""
+    if isinstance(name, str):
+        return name.strip(), "", ""
+    if not isinstance(name, dict):
+        raise _drift(f"{where}.name is {type(name).__name__}, not an object")
+    parts = {k: name.get(k) for k in ("first", "middle", "last", "full")}
+    for key, value in parts.items():
+        if value is not None and not isinstance(value, str):
+            raise _drift(f"{where}.name.{key} is {type(value).__name__}, not text")
+    first, last = (parts["first"] or "").strip(), (parts["last"] or "").strip()
+    full = (parts["full"] or "").strip() or " ".join(x for x in (first, (parts["middle"] or "").strip(), last) if x)
+    return full, first, last
+
+
 def _parse_person(i: int, person: Any, req: TraceRequest) -> TraceResult:
+    """One V1 ``results.persons[i]`` entry: one person and their contacts."""
     if not isinstance(person, dict):
         raise _drift(f"persons[{i}] is {type(person).__name__}, not an object")
 
     echo_id = person.get("requestId")
     if echo_id is not None and str(echo_id) != str(req.request_id):
         raise _drift(f"persons[{i}] echoes requestId {echo_id!r}, expected {req.request_id!r}")
-    _check_address_echo(i, person.get("propertyAddress"), req)
+    _check_address_echo(f"persons[{i}]", person.get("propertyAddress"), req)
 
-    phones_raw = person.get("phoneNumbers")
-    if phones_raw is None:
-        phones_raw = []
-    if not isinstance(phones_raw, list):
-        raise _drift(f"persons[{i}].phoneNumbers is not a list")
-    emails_raw = person.get("emails")
-    if emails_raw is None:
-        emails_raw = []
-    if not isinstance(emails_raw, list):
-        raise _drift(f"persons[{i}].emails is not a list")
+    phones_raw = _list_field(f"persons[{i}].phoneNumbers", person.get("phoneNumbers"))
+    emails_raw = _list_field(f"persons[{i}].emails", person.get("emails"))
 
     meta = person.get("meta")
     if meta is not None and not isinstance(meta, dict):
@@ -674,12 +828,16 @@ def _parse_person(i: int, person: Any, req: TraceRequest) -> TraceResult:
         matched = bool(person.get("_id") or person.get("name") or phones_raw or emails_raw)
 
     litigator = _flag(person.get("litigator"))
+    persons: tuple[Person, ...] = ()
     phones: tuple[Phone, ...] = ()
     emails: tuple[Email, ...] = ()
     if matched:
-        parsed_phones = _parse_phones(i, phones_raw)
-        phones = () if litigator else parsed_phones  # never dial a known litigator
-        emails = _parse_emails(i, emails_raw)
+        full, first, last = _person_name(f"persons[{i}]", person.get("name"))
+        deceased = _flag(person.get("deceased")) or _flag(person.get("death"))
+        persons = (Person(name=full, first=first, last=last, property_owner=None, litigator=litigator,
+                          deceased=deceased),)
+        phones = _merge_phones(_parse_phones(f"persons[{i}].phoneNumbers", phones_raw, person=0))
+        emails = _merge_emails(_parse_emails(f"persons[{i}].emails", emails_raw, person=0))
 
     return TraceResult(
         request_id=req.request_id,
@@ -689,6 +847,70 @@ def _parse_person(i: int, person: Any, req: TraceRequest) -> TraceResult:
         litigator=litigator,
         raw=person,
         payload_hash=payload_hash(person),
+        persons=persons,
+    )
+
+
+def _parse_v3_entry(i: int, entry: Any, req: TraceRequest) -> TraceResult:
+    """One V3 ``result.data[i]`` entry: up to 3 persons, property owners first."""
+    where = f"data[{i}]"
+    if not isinstance(entry, dict):
+        raise _drift(f"{where} is {type(entry).__name__}, not an object")
+    echo = entry.get("input")
+    if echo is not None and not isinstance(echo, dict):
+        raise _drift(f"{where}.input is not an object")
+    echo = echo or {}
+    echo_id = echo.get("requestId")
+    if echo_id is not None and str(echo_id) != str(req.request_id):
+        raise _drift(f"{where} echoes requestId {echo_id!r}, expected {req.request_id!r}")
+    _check_address_echo(f"{where}.input", echo.get("propertyAddress"), req)
+    prop = entry.get("property")
+    if prop is not None and not isinstance(prop, dict):
+        raise _drift(f"{where}.property is not an object")
+
+    persons_raw = _list_field(f"{where}.persons", entry.get("persons"))
+    meta = entry.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise _drift(f"{where}.meta is not an object")
+    flag = (meta or {}).get("matched")
+    if flag is not None and not isinstance(flag, bool):
+        raise _drift(f"{where}.meta.matched is {flag!r}")
+    # BatchData bills a matched property with at least one person; that is what "matched" means here.
+    matched = (flag if flag is not None else True) and bool(persons_raw)
+
+    people: list[tuple[Person, list, list]] = []
+    for j, raw in enumerate(persons_raw):
+        pw = f"{where}.persons[{j}]"
+        if not isinstance(raw, dict):
+            raise _drift(f"{pw} is {type(raw).__name__}, not an object")
+        owner = raw.get("propertyOwner")
+        if owner is not None and not isinstance(owner, bool):
+            raise _drift(f"{pw}.propertyOwner is {owner!r}")
+        full, first, last = _person_name(pw, raw.get("name"))
+        people.append((
+            Person(name=full, first=first, last=last, property_owner=owner,
+                   litigator=_flag(raw.get("litigator")), deceased=_flag(raw.get("deceased"))),
+            _list_field(f"{pw}.phones", raw.get("phones")),
+            _list_field(f"{pw}.emails", raw.get("emails")),
+        ))
+    people.sort(key=lambda p: p[0].property_owner is not True)  # stable: provider order otherwise
+
+    phones: list[Phone] = []
+    emails: list[Email] = []
+    if matched:
+        for n, (_, phones_raw, emails_raw) in enumerate(people):
+            phones.extend(_parse_phones(f"{where}.persons[{n}].phones", phones_raw, person=n, by_rank=True))
+            emails.extend(_parse_emails(f"{where}.persons[{n}].emails", emails_raw, person=n, by_rank=True))
+    persons = tuple(p for p, _, _ in people) if matched else ()
+    return TraceResult(
+        request_id=req.request_id,
+        matched=matched,
+        phones=_merge_phones(phones, frozenset(n for n, p in enumerate(persons) if p.litigator or p.deceased)),
+        emails=_merge_emails(emails),
+        litigator=any(p.litigator for p in persons),
+        raw=entry,
+        payload_hash=payload_hash(entry),
+        persons=persons,
     )
 
 
@@ -714,15 +936,15 @@ def _house_number(value: Any) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _check_address_echo(i: int, echo: Any, req: TraceRequest) -> None:
+def _check_address_echo(where: str, echo: Any, req: TraceRequest) -> None:
     if echo is None:
         return
     if not isinstance(echo, dict):
-        raise _drift(f"persons[{i}].propertyAddress is not an object")
+        raise _drift(f"{where}.propertyAddress is not an object")
     ours_zip, echo_zip = _zip5(req.zip), _zip5(echo.get("zip"))
     if ours_zip and echo_zip and ours_zip != echo_zip:
         raise _drift(
-            f"persons[{i}] address echo zip {echo_zip} does not match request {req.request_id!r} zip {ours_zip}"
+            f"{where} address echo zip {echo_zip} does not match request {req.request_id!r} zip {ours_zip}"
         )
     ours_house = _house_number(req.street)
     echo_house = _house_number(echo.get("houseNumber"))
@@ -730,7 +952,7 @@ def _check_address_echo(i: int, echo: Any, req: TraceRequest) -> None:
         echo_house = _house_number(echo.get("street"))
     if ours_house is not None and echo_house is not None and ours_house != echo_house:
         raise _drift(
-            f"persons[{i}] address echo house number {echo_house} does not match "
+            f"{where} address echo house number {echo_house} does not match "
             f"request {req.request_id!r} house number {ours_house}"
         )
 
@@ -803,63 +1025,118 @@ def to_e164(number: Any) -> str | None:
     return "+1" + digits
 
 
-def _parse_phones(i: int, items: list) -> tuple[Phone, ...]:
+def _opt_bool(value: Any) -> bool | None:
+    """A descriptive provider boolean (tested, reachable): None when absent or not readable."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    return None
+
+
+def _opt_rank(value: Any) -> int | None:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or abs(value) == float("inf"):
+        return None
+    return int(value)
+
+
+def _ranked(items: list, by_rank: bool) -> list:
+    """V3: order by ``rank`` (1 = best; unranked last, provider order otherwise)."""
+    if not by_rank:
+        return list(items)
+    def key(item: Any) -> tuple[bool, int]:
+        rank = _opt_rank(item.get("rank")) if isinstance(item, dict) else None
+        return (rank is None, rank or 0)
+    return sorted(items, key=key)
+
+
+def _parse_phones(where: str, items: list, *, person: int | None = None, by_rank: bool = False) -> list[Phone]:
     out: list[Phone] = []
-    index: dict[str, int] = {}
-    for j, item in enumerate(items):
+    for j, item in enumerate(_ranked(items, by_rank)):
         if isinstance(item, str | int) and not isinstance(item, bool):
             item = {"number": item}
         if not isinstance(item, dict):
-            raise _drift(f"persons[{i}].phoneNumbers[{j}] is {type(item).__name__}, not an object")
+            raise _drift(f"{where}[{j}] is {type(item).__name__}, not an object")
         number = to_e164(item.get("number"))
         if number is None:
-            logger.debug("batchdata persons[%d] phone %d skipped: not a NANP number", i, j)
+            logger.debug("batchdata %s[%d] skipped: not a NANP number", where, j)
             continue
-        phone = Phone(
+        carrier = item.get("carrier")
+        out.append(Phone(
             number=number,
             type=_phone_type(item.get("type")),
             is_dnc=_flag(item.get("dnc")),
             is_tcpa=_flag(item.get("tcpa")),
             confidence=_confidence(item.get("score")),
-        )
-        if number in index:
-            # Same number twice: keep the first (provider order), but any DNC/TCPA flag wins.
-            k = index[number]
-            prev = out[k]
-            out[k] = Phone(
-                number=prev.number,
-                type=prev.type,
-                is_dnc=prev.is_dnc or phone.is_dnc,
-                is_tcpa=prev.is_tcpa or phone.is_tcpa,
-                confidence=prev.confidence,
-            )
+            rank=_opt_rank(item.get("rank")),
+            carrier=carrier.strip() or None if isinstance(carrier, str) else None,
+            tested=_opt_bool(item.get("tested")),
+            reachable=_opt_bool(item.get("reachable")),
+            person=person,
+        ))
+    return out
+
+
+def _merge_phones(phones: list[Phone], barred: frozenset[int] = frozenset()) -> tuple[Phone, ...]:
+    """Same number twice (one person or two): keep the first (owners first, then rank), but any
+    DNC/TCPA flag wins. A number that is also a litigator's or a deceased person's (``barred``
+    person indexes) keeps that entry too, so the dialer sees it and never calls the number."""
+    out: list[Phone] = []
+    index: dict[str, int] = {}
+    for phone in phones:
+        k = index.get(phone.number)
+        if k is None:
+            index[phone.number] = len(out)
+            out.append(phone)
             continue
-        index[number] = len(out)
-        out.append(phone)
+        prev = out[k]
+        if phone.person in barred and not any(p.number == phone.number and p.person in barred for p in out):
+            out.append(phone)
+        out[k] = dataclasses.replace(prev, is_dnc=prev.is_dnc or phone.is_dnc, is_tcpa=prev.is_tcpa or phone.is_tcpa)
     return tuple(out)
 
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def _parse_emails(i: int, items: list) -> tuple[Email, ...]:
+def _parse_emails(where: str, items: list, *, person: int | None = None, by_rank: bool = False) -> list[Email]:
     out: list[Email] = []
-    seen: set[str] = set()
-    for j, item in enumerate(items):
+    for j, item in enumerate(_ranked(items, by_rank)):
         if isinstance(item, str):
             item = {"email": item}
         if not isinstance(item, dict):
-            raise _drift(f"persons[{i}].emails[{j}] is {type(item).__name__}, not an object")
+            raise _drift(f"{where}[{j}] is {type(item).__name__}, not an object")
         value = item.get("email")
         if not isinstance(value, str) or not value.strip():
             value = item.get("address")
         if not isinstance(value, str):
             continue
         address = value.strip().lower()
-        if not _EMAIL_RE.match(address) or address in seen:
+        if not _EMAIL_RE.match(address):
             continue
-        seen.add(address)
-        out.append(Email(address=address, is_primary=not out, confidence=_confidence(item.get("score"))))
+        out.append(Email(address=address, is_primary=False, confidence=_confidence(item.get("score")),
+                         rank=_opt_rank(item.get("rank")),
+                         tested=_opt_bool(item.get("tested")), person=person))
+    return out
+
+
+def _merge_emails(emails: list[Email]) -> tuple[Email, ...]:
+    """Without repeats; the lead's first address is its primary one."""
+    out: list[Email] = []
+    seen: set[str] = set()
+    for e in emails:
+        if e.address in seen:
+            continue
+        seen.add(e.address)
+        out.append(dataclasses.replace(e, is_primary=not out))
     return tuple(out)
 
 

@@ -296,6 +296,8 @@ def _call_counts(run: Run) -> dict[str, int]:
         spend_cents=Sum("cost_cents", default=0),
         provider_requests=Count("batch_id", distinct=True, filter=~Q(batch_id="")),
         lost_calls=Count("id", filter=Q(state=CallState.LOST)),
+        unreadable_calls=Count("id", filter=Q(state=CallState.UNREADABLE)),
+        bill_mismatch_calls=Count("id", filter=Q(bill_mismatch=True)),
     )
 
 
@@ -482,5 +484,7 @@ def _build_report(run: Run, scan: _ContactScan | None) -> dict:
         "stale_hits": items["stale_hits"],
         "provider_requests": calls["provider_requests"],
         "lost_calls": calls["lost_calls"],
+        "unreadable_calls": calls["unreadable_calls"],
+        "bill_mismatch_calls": calls["bill_mismatch_calls"],
         "cost_cents": calls["spend_cents"],
     }

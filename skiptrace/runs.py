@@ -16,11 +16,11 @@ from django.utils import timezone
 from contacts.models import Lead
 from contacts.services import leads_upsert
 from skiptrace import guards, normalize
-from skiptrace.wakeup import notify_work
 from skiptrace.bulk import insert_rows, row_factory
 from skiptrace.intake import IntakeError, LeadInput, derive_lead_id
 from skiptrace.models import AttemptReason, ItemStatus, Run, RunItem
 from skiptrace.service import Policy, runs_refresh
+from skiptrace.wakeup import notify_work
 
 log = logging.getLogger("convexa.runs")
 CHUNK = 1000
@@ -280,6 +280,7 @@ def lead_skiptrace(
         "payload_hash": item.provider_call.payload_hash if item.provider_call else None,
         "provider_call_ids": call_ids, "matched": contacts.get("matched"),
         "phones": contacts.get("phones", []), "emails": contacts.get("emails", []),
+        "persons": contacts.get("persons", []),
     })
 
 

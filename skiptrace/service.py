@@ -1,11 +1,12 @@
 """The money path: one batch of run items from the queue to the provider and back.
 
 Every caller goes through here: the worker (``batch_process``), the single-lead API
-(``lead_skiptrace``) and the CLI. What it guarantees (CONTRACT.md, "Money and audit invariants"):
+(``lead_skiptrace``) and the CLI. What it guarantees (the money and audit invariants):
 
 1. A ``provider_calls`` row is committed (state ``reserved``) for every lead of a request before the
    request is sent; after any crash, requests that reached the provider <= rows. A call whose answer
-   never came back becomes ``lost``, is costed at its estimate and is never re-sent by itself.
+   never came back becomes ``lost``, is costed at its estimate and is never re-sent by itself; so
+   does a 2xx answer we cannot read (``unreadable``, costed at least at the provider's matchCount).
 2. One normalized input (its signature) is sent at most once per TTL unless ``force``: the L1/L2
    caches answer repeats, items of one signature in one batch share one call, and the unique
    ``(provider, idempotency_key)`` index makes a second concurrent reservation collide, so the
@@ -43,6 +44,7 @@ from skiptrace import guards
 from skiptrace.bulk import insert_rows, update_rows
 from skiptrace.models import (
     OPEN_CALL_STATES,
+    UNKNOWN_OUTCOME_STATES,
     AttemptReason,
     CacheEntry,
     CallState,
@@ -217,6 +219,8 @@ class Reserved:
     calls: list[ProviderCall] = field(default_factory=list)
     requests: list[TraceRequest] = field(default_factory=list)
     served: dict[int, list[RunItem]] = field(default_factory=dict)  # call id -> items
+    probe: bool = False  # the circuit breaker's half-open probe: sent even though the breaker is open
+    reserved_at: float = field(default_factory=time.monotonic)  # the waits before the POST end by its lease
 
 
 @dataclass
@@ -262,7 +266,7 @@ def batch_process(
 def batch_reserve(
     items: Sequence[RunItem], *, client: BatchDataClient, now: dt.datetime, outcome: BatchOutcome
 ) -> Reserved | None:
-    """Steps 3-6 of DESIGN.md in one transaction: cache, single flight, budget, call rows."""
+    """Cache, single flight, budget and call rows, in one transaction."""
     with transaction.atomic():
         pending = _serve_from_cache(items, now=now, outcome=outcome)
         if not pending:
@@ -299,7 +303,9 @@ def batch_reserve(
                 _requeue(sig_items, now=now, delay_s=WAIT_FOR_OTHER_CALL_S, reason=None)
                 outcome.waiting += len(sig_items)
             elif state and state.lost_recently and not any(i.resend_allowed or i.run.policy_force for i in sig_items):
-                _fail(sig_items, now=now, error="provider_outcome_unknown: an earlier request for this lead got no answer; "
+                got = ("an answer that could not be read" if state.lost_state == CallState.UNREADABLE
+                       else "no answer")
+                _fail(sig_items, now=now, error=f"provider_outcome_unknown: an earlier request for this lead got {got}; "
                       "resume the run to send it again", call_id=state.lost_call_id)
                 outcome.failed += len(sig_items)
             else:
@@ -324,15 +330,18 @@ def batch_reserve(
         chosen = override + capped[:fits]
         if not chosen:
             return None
-        return _reserve_calls(chosen, by_sig, calls_by_sig, now=now, outcome=outcome)
+        reserved = _reserve_calls(chosen, by_sig, calls_by_sig, now=now, outcome=outcome, api=client.api_version)
+        reserved.probe = breaker.probe
+        return reserved
 
 
 @dataclass
 class _SigCalls:
     open: bool = False
     final_count: int = 0
-    lost_recently: bool = False
+    lost_recently: bool = False  # lost or unreadable within the TTL, and no answer since
     lost_call_id: int | None = None
+    lost_state: str = ""
 
 
 def _calls_by_signature(signatures: list[str], *, now: dt.datetime) -> dict[str, _SigCalls]:
@@ -349,8 +358,8 @@ def _calls_by_signature(signatures: list[str], *, now: dt.datetime) -> dict[str,
             state.open = True
         else:
             state.final_count += 1
-        if row["state"] == CallState.LOST and row["created_at"] >= ttl_start:
-            state.lost_recently, state.lost_call_id = True, row["id"]
+        if row["state"] in UNKNOWN_OUTCOME_STATES and row["created_at"] >= ttl_start:
+            state.lost_recently, state.lost_call_id, state.lost_state = True, row["id"], row["state"]
         elif row["state"] == CallState.COMPLETED:
             state.lost_recently = False  # a later answer settles it
     return result
@@ -363,6 +372,7 @@ def _reserve_calls(
     *,
     now: dt.datetime,
     outcome: BatchOutcome,
+    api: str = "v1",
 ) -> Reserved:
     batch_id = uuid.uuid4().hex
     day = guards.budget_day(now)
@@ -391,6 +401,7 @@ def _reserve_calls(
                 state=CallState.RESERVED,
                 lease_until=lease,
                 created_at=now,
+                api_version=api,
             )
         )
     # ON CONFLICT DO NOTHING: a key taken by another worker since we looked means that worker's call
@@ -447,35 +458,69 @@ def _request_audit(request: TraceRequest) -> dict:
 def batch_send(
     reserved: Reserved, *, client: BatchDataClient, clock: Clock, outcome: BatchOutcome, worker_id: str
 ) -> None:
-    """Steps 7-10: permits, mark sent (committed), one HTTP request, record the outcome."""
+    """Steps 7-10: permits, mark sent (committed), a last look at the breaker, one HTTP request,
+    record the outcome."""
     try:
         client.build_body(reserved.requests)  # a request the provider would refuse never leaves
     except ValueError as exc:
         _record_failure(reserved, ProviderError("http_4xx", f"invalid request: {exc}", maybe_sent=False),
                         now=clock(), outcome=outcome)
         return
-    with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds()) as sent_ids:
-        if not _keep_only(reserved, sent_ids):
-            return
-        log.info("batch %s sent: provider_call_ids=%s runs=%s", reserved.batch_id,
-                 _id_ranges([c.pk for c in reserved.calls]), ",".join(sorted({c.run_id or "-" for c in reserved.calls})))
-        _log_calls("sent", reserved.calls)
-        try:
+    deadline = guards.send_deadline(reserved.reserved_at)
+
+    def before_send() -> None:
+        # After the slot and permit waits, immediately before the POST: a breaker that opened while
+        # this batch waited keeps it home, and so does a lease that could be reaped before the answer.
+        guards.last_look(now=clock(), deadline=deadline, probe=reserved.probe)
+        guards.rate_permit_fresh()
+
+    try:
+        with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds(), deadline=deadline) as sent_ids:
+            if not _keep_only(reserved, sent_ids):
+                return
+            log.info("batch %s sent: provider_call_ids=%s runs=%s", reserved.batch_id,
+                     _id_ranges([c.pk for c in reserved.calls]), ",".join(sorted({c.run_id or "-" for c in reserved.calls})))
+            _log_calls("sent", reserved.calls)
             try:
-                result = client.skip_trace(reserved.requests, before_send=guards.rate_permit_fresh)
-            except ProviderError:
-                raise
-            except Exception as exc:  # a bug after sending: the answer is unknown, so it is "lost"
-                log.exception("unexpected error in provider request %s", reserved.batch_id)
-                raise ProviderError("connection", f"unexpected {exc.__class__.__name__}", maybe_sent=True) from exc
-        except ProviderError as exc:
-            _retrying(lambda err=exc: _record_failure(reserved, err, now=clock(), outcome=outcome))
-            _breaker_record(ok=False, now=clock(), kind=exc.kind)
-            return
+                try:
+                    result = client.skip_trace(reserved.requests, before_send=before_send)
+                except (ProviderError, guards.NotSent):
+                    raise
+                except Exception as exc:  # a bug after sending: the answer is unknown, so it is "lost"
+                    log.exception("unexpected error in provider request %s", reserved.batch_id)
+                    raise ProviderError("connection", f"unexpected {exc.__class__.__name__}", maybe_sent=True) from exc
+            except ProviderError as exc:
+                _retrying(lambda err=exc: _record_failure(reserved, err, now=clock(), outcome=outcome))
+                _breaker_record(ok=False, now=clock(), kind=exc.kind)
+                return
+    except guards.NotSent as withheld:
+        _retrying(lambda w=withheld: _withhold(reserved, w, now=clock(), outcome=outcome))
+        return
     # The provider has answered (and billed): recording that answer must survive a busy database.
     _retrying(lambda: _record_success(reserved, result.results, result.status_code, result.match_count,
                                       result.provider_request_id, now=clock(), outcome=outcome))
     _breaker_record(ok=True, now=clock(), kind="ok")
+
+
+def _withhold(reserved: Reserved, withheld: guards.NotSent, *, now: dt.datetime, outcome: BatchOutcome) -> None:
+    """A batch given back before its POST: its calls end ``errored`` at cost 0 (they never left) and
+    its items go back to the queue, to wait for the breaker or to be claimed afresh."""
+    items = [i for c in reserved.calls for i in reserved.served[c.pk]]
+    why = ("the circuit breaker opened while it waited" if withheld.reason == "circuit_open"
+           else "its waits ran past the lease")
+    log.warning("batch %s not sent: %s; calls=%d provider_call_ids=%s", reserved.batch_id, why,
+                len(reserved.calls), _id_ranges([c.pk for c in reserved.calls]))
+    with transaction.atomic():
+        ProviderCall.objects.filter(batch_id=reserved.batch_id, state__in=OPEN_CALL_STATES).update(
+            state=CallState.ERRORED, cost_cents=0, error_text=f"not sent: {why}", finished_at=now, lease_until=None,
+            sent_at=None,
+        )
+        if withheld.reason == "circuit_open":
+            _serve_stale_or_wait(items, now=now, delay_s=withheld.retry_after, reason="circuit_open", outcome=outcome)
+            outcome.circuit_open = True
+        else:
+            _requeue(items, now=now, delay_s=None, reason=None)
+            outcome.waiting += len(items)
 
 
 RECORD_RETRY_MAX_DELAY_S = 2.0
@@ -556,16 +601,17 @@ def _record_success(
     outcome: BatchOutcome,
 ) -> None:
     """One transaction, a handful of bulk statements for the whole batch (not per lead)."""
-    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
     expires = now + dt.timedelta(days=settings.CACHE_TTL_DAYS)
     entries: list[CacheEntry] = []
     served: list[tuple[RunItem, Answer]] = []
-    for call, result in zip(reserved.calls, results, strict=True):
+    costs = bill_spread(reserved.calls, [r.matched for r in results], match_count)
+    for call, result, (cost, extra) in zip(reserved.calls, results, costs, strict=True):
         contacts = result.to_contacts()
         raw = json.dumps(result.raw, sort_keys=True)
         contacts_json = json.dumps(contacts, sort_keys=True)
         call.state, call.status_code, call.response_json = CallState.COMPLETED, status_code, raw
-        call.payload_hash, call.cost_cents, call.matched = result.payload_hash, price if result.matched else 0, result.matched
+        call.payload_hash, call.cost_cents, call.matched = result.payload_hash, cost, result.matched
+        call.bill_mismatch = extra
         call.match_count, call.parsed_contacts_json, call.provider_request_id = match_count, contacts_json, provider_request_id
         call.finished_at, call.lease_until = now, None
         entries.append(CacheEntry(
@@ -578,7 +624,7 @@ def _record_success(
     with transaction.atomic():
         update_rows(ProviderCall, reserved.calls, [
             "state", "status_code", "response_json", "payload_hash", "cost_cents", "matched", "match_count",
-            "parsed_contacts_json", "provider_request_id", "finished_at", "lease_until",
+            "parsed_contacts_json", "provider_request_id", "finished_at", "lease_until", "bill_mismatch",
         ])
         insert_rows(
             CacheEntry, entries, conflict=["provider", "idempotency_key"],
@@ -596,8 +642,69 @@ def _record_success(
              sum(c.cost_cents for c in reserved.calls), provider_request_id)
 
 
+def bill_spread(calls: Sequence[ProviderCall], matched: Sequence[bool], match_count: int | None,
+                *, floor_cents: Sequence[int] | None = None) -> list[tuple[int, bool]]:
+    """Each call's share of one provider request's bill: ``[(cost_cents, carries_extra)]``.
+
+    The bill is max(per-person matches, the provider's ``matchCount``) x price, so that
+    ``SUM(cost_cents)`` is what the provider charges. A matched call costs the price; what
+    ``matchCount`` bills above that goes to the unmatched calls, a price each (flagged
+    ``bill_mismatch``), any rest to the last call. ``floor_cents`` (unreadable answers: each call's
+    estimate) is what each call costs at least.
+    """
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    costs = [price if m else 0 for m in matched]
+    if floor_cents is not None:
+        costs = [max(c, f) for c, f in zip(costs, floor_cents, strict=True)]
+    flags = [False] * len(costs)
+    extra = max(0, (match_count or 0) * price - sum(costs))
+    for n, m in enumerate(matched):
+        if extra <= 0:
+            break
+        if not m and costs[n] == 0:
+            share = min(price, extra)
+            costs[n], flags[n], extra = share, True, extra - share
+    if extra > 0 and costs:
+        costs[-1], flags[-1] = costs[-1] + extra, True
+    if any(flags):
+        log.warning("provider bill above the per-person matches: matchCount=%s matched=%d calls=%d",
+                    match_count, sum(1 for m in matched if m), len(calls))
+    return list(zip(costs, flags, strict=True))
+
+
+def _record_unreadable(reserved: Reserved, exc: ProviderError, *, now: dt.datetime, outcome: BatchOutcome) -> None:
+    """A 2xx we could not read: the provider did the work and bills it, the answer is unknown.
+
+    Settled like a lost call: each call costs at least its estimate, and the batch at least the
+    provider's ``matchCount`` x price when that number was readable; the items fail with
+    ``provider_unreadable`` and are never re-sent without a resume or ``force``. The body is kept on
+    the batch's first call so that ``manage.py skiptrace_reparse`` can serve them later for free.
+    """
+    calls = reserved.calls
+    items = [i for c in calls for i in reserved.served[c.pk]]
+    detail = f"provider_unreadable: {exc.detail}"[:500]
+    costs = bill_spread(calls, [False] * len(calls), exc.match_count, floor_cents=[c.estimate_cents for c in calls])
+    log.warning("batch %s unreadable: %s (status %s) calls=%d provider_call_ids=%s matchCount=%s cost_cents=%d",
+                reserved.batch_id, exc.detail, exc.status_code, len(calls), _id_ranges([c.pk for c in calls]),
+                exc.match_count, sum(c for c, _ in costs))
+    for n, (call, (cost, extra)) in enumerate(zip(calls, costs, strict=True)):
+        call.state, call.cost_cents, call.bill_mismatch, call.status_code = CallState.UNREADABLE, cost, extra, exc.status_code
+        call.error_text = detail if n == 0 else f"{detail} (answer stored on provider call {calls[0].pk})"
+        call.response_json = exc.body if n == 0 else None
+        call.match_count, call.finished_at, call.lease_until = exc.match_count, now, None
+    with transaction.atomic():
+        _log_calls("unreadable", calls)
+        update_rows(ProviderCall, calls, ["state", "cost_cents", "bill_mismatch", "status_code", "error_text",
+                                          "response_json", "match_count", "finished_at", "lease_until"])
+        _serve_stale_or_fail(items, now=now, error=f"{detail}; resume the run to send it again, or run "
+                             "manage.py skiptrace_reparse after a parser fix", outcome=outcome)
+
+
 def _record_failure(reserved: Reserved, exc: ProviderError, *, now: dt.datetime, outcome: BatchOutcome) -> None:
-    """Settle calls and items after a provider error. See DESIGN.md step 10 and the reaper."""
+    """Settle calls and items after a provider error (see the reaper for answers that never came)."""
+    if exc.kind == "unreadable":
+        _record_unreadable(reserved, exc, now=now, outcome=outcome)
+        return
     call_ids = [c.pk for c in reserved.calls]
     items = [i for c in reserved.calls for i in reserved.served[c.pk]]
     detail = f"{exc.kind}: {exc.detail}"[:500]
@@ -632,7 +739,7 @@ def _record_failure(reserved: Reserved, exc: ProviderError, *, now: dt.datetime,
         elif exc.kind == "http_4xx":
             _fail(items, now=now, error=f"provider_rejected: {detail}")
             outcome.failed += len(items)
-        else:  # 5xx, schema drift, a connection refused before sending: transient, retried with backoff
+        else:  # 5xx, a connection refused before sending: transient, retried with backoff
             retry, give_up = [], []
             for item in items:
                 (give_up if item.attempt + 1 >= settings.SKIP_TRACE_MAX_ATTEMPTS else retry).append(item)
@@ -712,6 +819,11 @@ def _conclude(served: Sequence[tuple[RunItem, Answer]], *, cached: bool, now: dt
              for i, a in done],
             now=now,
         )
+
+
+def conclude_answers(served: Sequence[tuple[RunItem, Answer]], *, now: dt.datetime) -> None:
+    """Serve items from answers recorded outside a batch (``skiptrace.reparse``): as fresh answers."""
+    _conclude(served, cached=False, now=now)
 
 
 def _requeue(items: Sequence[RunItem], *, now: dt.datetime, delay_s: float | None, reason: str | None) -> None:

@@ -217,8 +217,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
         c4=Count("id", filter=Q(status_code__gte=400, status_code__lt=500)),
         c5=Count("id", filter=Q(status_code__gte=500)),
         lost=Count("id", filter=Q(state=CallState.LOST)),
+        unreadable=Count("id", filter=Q(state=CallState.UNREADABLE)),
         spent=Sum("cost_cents"),
     )
+    # provider requests whose matchCount billed more than their per-person matches
+    mismatches = ProviderCall.objects.filter(bill_mismatch=True).values("batch_id").distinct().count()
     recent = ProviderCall.objects.filter(sent_at__gte=now - dt.timedelta(seconds=10)).values("batch_id").distinct().count()
     items = RunItem.objects.aggregate(
         cached=Count("id", filter=Q(status=ItemStatus.DONE, cached=True)),
@@ -234,6 +237,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
         "queue_depth": items["queued"],
         # extras
         "provider_calls_lost_total": calls["lost"],
+        "provider_calls_unreadable_total": calls["unreadable"],
+        "provider_bill_mismatch_total": mismatches,
         "in_flight": items["in_flight"],
         "budget_spent_cents_today": guards.budget_spent_cents_today(now),
         "budget_cap_cents": settings.SKIP_TRACE_DAILY_BUDGET_CENTS,
@@ -252,6 +257,7 @@ def _prometheus(data: dict) -> str:
     lines += [f'convexa_circuit_state{{state="{s}"}} {int(data["circuit_state"] == s)}' for s in states]
     for key, kind in (("cache_hits_total", "counter"), ("budget_spent_cents_total", "counter"),
                       ("rps_current", "gauge"), ("queue_depth", "gauge"), ("provider_calls_lost_total", "counter"),
+                      ("provider_calls_unreadable_total", "counter"), ("provider_bill_mismatch_total", "counter"),
                       ("in_flight", "gauge"), ("budget_spent_cents_today", "gauge"), ("budget_cap_cents", "gauge")):
         lines += [f"# TYPE convexa_{key} {kind}", f"convexa_{key} {data[key]}"]
     return "\n".join(lines) + "\n"

@@ -25,9 +25,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from skiptrace import guards, service
-from skiptrace.wakeup import WorkSignal
 from skiptrace.models import ItemStatus, RunItem
 from skiptrace.provider import BatchDataClient
+from skiptrace.wakeup import WorkSignal
 
 log = logging.getLogger("convexa.worker")
 

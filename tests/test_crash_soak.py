@@ -1,7 +1,7 @@
 """Crash safety: SIGKILL the worker at random points of a 1,000-lead run, ten times, restarting it
 each time; then let a last worker finish with --exit-when-idle.
 
-What must hold afterwards (CONTRACT.md, "Money and audit invariants" 1, 2 and 4):
+What must hold afterwards (the money and audit invariants 1, 2 and 4 of skiptrace/service.py):
 - the run finished: no item ``in_flight`` or ``queued``;
 - the provider (the sandbox's ``item_keys``) never received one normalized input twice;
 - every request item that reached the provider has its ``provider_calls`` row, in state

@@ -20,6 +20,7 @@ from skiptrace import guards
 from skiptrace.intake import LeadInput
 from skiptrace.models import (
     OPEN_CALL_STATES,
+    UNKNOWN_OUTCOME_STATES,
     BreakerSample,
     CallState,
     ItemStatus,
@@ -36,7 +37,11 @@ from skiptrace.worker import Worker
 pytestmark = pytest.mark.django_db
 
 LOST_FAULTS = ("timeout", "reset")  # the request reached the provider, its answer never came back
-TRANSIENT_FAULTS = ("500", "429", "malformed", "drift", "short")  # errored, cost 0, retried
+# A 200 we cannot read: the provider did the work and bills it; the answer is unknown, like a lost one.
+UNREADABLE_FAULTS = ("malformed", "drift", "short")
+UNKNOWN_OUTCOME = {**{f: (CallState.LOST, "provider_outcome_unknown") for f in LOST_FAULTS},
+                   **{f: (CallState.UNREADABLE, "provider_unreadable") for f in UNREADABLE_FAULTS}}
+TRANSIENT_FAULTS = ("500", "429")  # errored, cost 0, retried
 MAX_STEPS = 400  # every loop below is bounded
 
 
@@ -116,7 +121,7 @@ def assert_accounted(run: Run, settings) -> dict:
         elif call.state == CallState.ERRORED:
             assert call.cost_cents == 0, call
         else:
-            assert call.state == CallState.LOST and call.cost_cents == call.estimate_cents == price, call
+            assert call.state in UNKNOWN_OUTCOME_STATES and call.cost_cents == call.estimate_cents == price, call
     spend = ProviderCall.objects.filter(run_id=run.run_id).aggregate(s=Sum("cost_cents"))["s"] or 0
     report = run_report(run)
     totals = report["totals"]
@@ -152,7 +157,7 @@ def fast_timeout(settings, sandbox):
 # --- the breaker opens at the error rate over CIRCUIT_MIN_SAMPLES --------------------------------
 
 
-@pytest.mark.parametrize("fault", LOST_FAULTS + TRANSIENT_FAULTS)
+@pytest.mark.parametrize("fault", LOST_FAULTS + UNREADABLE_FAULTS + TRANSIENT_FAULTS)
 def test_breaker_opens_at_the_error_rate_once_min_samples_exist_then_probes_and_recovers(
         fault, sandbox, clock, settings, fast_timeout, api_client):
     settings.CIRCUIT_MIN_SAMPLES = 5
@@ -196,11 +201,12 @@ def test_breaker_opens_at_the_error_rate_once_min_samples_exist_then_probes_and_
     report = assert_accounted(run, settings)
     assert_nothing_lost(sandbox)
     failed = RunItem.objects.filter(run=run, status=ItemStatus.FAILED)
-    if fault in LOST_FAULTS:  # the three requests whose answers were lost: billed at estimate, not re-sent
+    if fault in UNKNOWN_OUTCOME:  # the three requests whose answers are unknown: billed at estimate, not re-sent
+        state, reason = UNKNOWN_OUTCOME[fault]
         assert failed.count() == 3
-        assert all(i.last_error.startswith("provider_outcome_unknown") for i in failed)
-        assert ProviderCall.objects.filter(state=CallState.LOST).count() == 3
-        assert report["lost_calls"] == 3
+        assert all(i.last_error.startswith(reason) for i in failed)
+        assert ProviderCall.objects.filter(state=state).count() == 3
+        assert report["lost_calls" if state == CallState.LOST else "unreadable_calls"] == 3
         assert max(sandbox.stats.snapshot()["item_keys"].values()) == 1
     else:  # transient: each failed lead was retried after its backoff and is done now
         assert not failed.exists()
@@ -365,7 +371,7 @@ def test_429_without_retry_after_backs_off_then_finishes(sandbox, clock, setting
     assert set(RunItem.objects.filter(run=run).values_list("status", flat=True)) == {ItemStatus.DONE}
 
 
-# --- transient answers: 500, malformed 200, schema drift, short answers -------------------------
+# --- transient answers: 500, 429 -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fault", TRANSIENT_FAULTS)
@@ -416,9 +422,11 @@ def test_a_fault_that_never_clears_fails_items_with_the_reason_after_max_attempt
 # --- timeouts and resets: the answer is lost --------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", LOST_FAULTS)
+@pytest.mark.parametrize("fault", LOST_FAULTS + UNREADABLE_FAULTS)
 def test_lost_answer_is_billed_at_estimate_never_resent_by_itself_and_resent_once_by_resume(
         fault, sandbox, clock, settings, fast_timeout):
+    state, reason = UNKNOWN_OUTCOME[fault]
+    lost_key = "lost_calls" if state == CallState.LOST else "unreadable_calls"
     sandbox.update_config(fault=fault)
     leads = make_leads(3)
     run = create(clock, leads)
@@ -428,12 +436,12 @@ def test_lost_answer_is_billed_at_estimate_never_resent_by_itself_and_resent_onc
     keys = sandbox.stats.snapshot()["item_keys"]
     assert len(keys) == 3 and set(keys.values()) == {1}
     calls = list(ProviderCall.objects.all())
-    assert {(c.state, c.cost_cents) for c in calls} == {(CallState.LOST, settings.SKIP_TRACE_COST_PER_MATCH_CENTS)}
+    assert {(c.state, c.cost_cents) for c in calls} == {(state, settings.SKIP_TRACE_COST_PER_MATCH_CENTS)}
     report = assert_accounted(run, settings)
-    assert report["totals"]["failed"] == 3 and report["lost_calls"] == 3
+    assert report["totals"]["failed"] == 3 and report[lost_key] == 3
     assert report["totals"]["cost_usd"] * 100 == pytest.approx(3 * settings.SKIP_TRACE_COST_PER_MATCH_CENTS)
     assert guards.budget_spent_cents_today(clock()) == 3 * settings.SKIP_TRACE_COST_PER_MATCH_CENTS
-    assert {i.last_error.split(":")[0] for i in RunItem.objects.filter(run=run)} == {"provider_outcome_unknown"}
+    assert {i.last_error.split(":")[0] for i in RunItem.objects.filter(run=run)} == {reason}
 
     # Not by itself: not by time passing, not by the reaper, not by a new run of the same leads.
     clock.advance(hours=2)
@@ -449,7 +457,7 @@ def test_lost_answer_is_billed_at_estimate_never_resent_by_itself_and_resent_onc
     settle(worker, clock, [run])
     assert Counter(sandbox.stats.snapshot()["item_keys"].values()) == {2: 3}
     report = assert_accounted(run, settings)
-    assert report["totals"]["done"] == 3 and report["lost_calls"] == 3
+    assert report["totals"]["done"] == 3 and report[lost_key] == 3
     assert_nothing_lost(sandbox)
     spend = ProviderCall.objects.aggregate(s=Sum("cost_cents"))["s"]
     assert guards.budget_spent_cents_today(clock()) == spend  # lost calls stay in the day's spend

@@ -29,7 +29,7 @@ from skiptrace.intake import (
     parse_json_leads,
 )
 
-# A copy of ../shared/data/leads_sample.csv, so the suite runs wherever the repo is cloned.
+# The sample lead list (fixtures/leads_sample.csv), so the suite runs wherever the repo is cloned.
 SAMPLE = Path(__file__).resolve().parent / "fixtures" / "leads_sample.csv"
 CONTRACT_ALIASES = {
     "lead_id": ("LeadID", "lead_id", "Lead ID", "id"),

@@ -34,7 +34,7 @@ from skiptrace.provider import (
     sanitize_for_debug,
 )
 
-# Copies of ../shared/data/batchdata/*.json (BatchData v1 examples).
+# BatchData V1 examples (fixtures/batchdata/*.json; V3 in fixtures/batchdata/v3/).
 DATA_DIR = Path(__file__).resolve().parent / "fixtures" / "batchdata"
 needs_examples = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"{DATA_DIR} not present")
 
@@ -126,7 +126,7 @@ def rsps() -> Iterator[responses.RequestsMock]:
 def drift(body: object, requests_: list[TraceRequest]) -> ProviderError:
     with pytest.raises(ProviderError) as info:
         parse_response(body, requests_)
-    assert info.value.kind == "schema_drift"
+    assert info.value.kind == "unreadable"
     assert info.value.maybe_sent is True
     assert info.value.status_code == 200
     return info.value
@@ -470,12 +470,14 @@ def test_it_reads_the_address_email_variant_lowercases_dedupes_and_marks_the_fir
     ]
 
 
-def test_a_litigator_gets_no_phones_but_keeps_emails() -> None:
+def test_a_litigators_phones_are_kept_and_name_the_litigator_person() -> None:
+    # Kept, so that a dialer export can list them flagged; the dialer never calls them (tests/test_dialer.py).
     result = parse_one(
         person(litigator=True, phoneNumbers=[{"number": "8135550142"}], emails=[{"email": "x@example.com"}])
     )
     assert result.litigator and result.matched
-    assert result.phones == ()
+    assert [p.number for p in result.phones] == ["+18135550142"]
+    assert result.phones[0].person == 0 and result.persons[0].litigator
     assert [e.address for e in result.emails] == ["x@example.com"]
 
 
@@ -521,9 +523,12 @@ def test_contacts_round_trip_through_the_cache_shape() -> None:
     )
     contacts = result.to_contacts()
     assert contacts["phones"] == [
-        {"number": "+18135550142", "type": "Mobile", "isDoNotCall": True, "isTcpa": True, "confidence": 9}
+        {"number": "+18135550142", "type": "Mobile", "isDoNotCall": True, "isTcpa": True, "confidence": 9,
+         "rank": None, "carrier": None, "tested": None, "reachable": None, "person": 0}
     ]
-    assert contacts["emails"] == [{"address": "x@example.com", "isPrimary": True, "confidence": None}]
+    assert contacts["emails"] == [{"address": "x@example.com", "isPrimary": True, "confidence": None,
+                                   "rank": None, "tested": None, "person": 0}]
+    assert [p["litigator"] for p in contacts["persons"]] == [False]
     assert (contacts["matched"], contacts["litigator"]) == (True, False)
     back = TraceResult.from_contacts(result.request_id, json.loads(json.dumps(contacts)), result.payload_hash)
     assert back == result
@@ -533,16 +538,16 @@ def test_contacts_round_trip_through_the_cache_shape() -> None:
 # ---------------------------------------------------------------- parsing: schema drift
 
 
-def test_fewer_persons_than_requests_is_schema_drift() -> None:
+def test_fewer_persons_than_requests_is_unreadable() -> None:
     drift(answer(person()), [req("L1"), req("L2")])
 
 
-def test_a_zip_that_does_not_match_the_request_is_schema_drift() -> None:
+def test_a_zip_that_does_not_match_the_request_is_unreadable() -> None:
     err = drift(answer(person(propertyAddress={"street": "4410 Oak Hollow Dr", "zip": "21224"})), [req()])
     assert "zip" in err.detail
 
 
-def test_a_house_number_that_does_not_match_the_request_is_schema_drift() -> None:
+def test_a_house_number_that_does_not_match_the_request_is_unreadable() -> None:
     drift(answer(person(propertyAddress={"houseNumber": "77", "street": "4410 Oak Hollow Dr"})), [req()])
     drift(answer(person(propertyAddress={"street": "77 Bayview Ter", "zip": "33610"})), [req()])
 
@@ -556,7 +561,7 @@ def test_swapped_persons_never_hand_one_leads_phones_to_another() -> None:
     drift(answer(pb, pa), [a, b])
 
 
-def test_a_different_request_id_echo_is_schema_drift() -> None:
+def test_a_different_request_id_echo_is_unreadable() -> None:
     drift(answer(person(requestId="L9")), [req("L1")])
 
 
@@ -593,17 +598,17 @@ def test_zip_plus_four_and_lost_leading_zeros_still_match() -> None:
         "match-count-not-int",
     ],
 )
-def test_shapes_that_do_not_fit_are_schema_drift(body: object) -> None:
+def test_shapes_that_do_not_fit_are_unreadable(body: object) -> None:
     drift(body, [req()])
 
 
-def test_a_non_json_200_is_schema_drift_that_may_have_been_billed(
+def test_a_non_json_200_is_unreadable_that_may_have_been_billed(
     client: BatchDataClient, rsps: responses.RequestsMock
 ) -> None:
     rsps.add(responses.POST, URL, body="<html>gateway</html>", status=200, content_type="text/html")
     with pytest.raises(ProviderError) as info:
         client.skip_trace([req()])
-    assert (info.value.kind, info.value.status_code, info.value.maybe_sent) == ("schema_drift", 200, True)
+    assert (info.value.kind, info.value.status_code, info.value.maybe_sent) == ("unreadable", 200, True)
     assert not info.value.transient
 
 

@@ -317,14 +317,17 @@ def test_server_error_costs_nothing_and_retries_with_backoff(clock):
         (CallState.ERRORED, 0), (CallState.COMPLETED, 7)]
 
 
-def test_schema_drift_is_an_error_not_no_contacts(clock):
+def test_an_unreadable_200_is_billed_and_failed_never_no_contacts(clock, settings):
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, URL, status=200, json={"status": {"code": 200}, "results": {"people": []}})
         run = create(lead("A-1"), now=clock())
         work(clock)
     call = ProviderCall.objects.get()
-    assert call.state == CallState.ERRORED and "schema_drift" in call.error_text
-    assert items(run)[0].status == ItemStatus.QUEUED
+    assert call.state == CallState.UNREADABLE and "provider_unreadable" in call.error_text
+    assert call.cost_cents == settings.SKIP_TRACE_COST_PER_MATCH_CENTS  # the provider did the work
+    assert json.loads(call.response_json) == {"status": {"code": 200}, "results": {"people": []}}  # kept for a reparse
+    item = items(run)[0]
+    assert item.status == ItemStatus.FAILED and item.last_error.startswith("provider_unreadable:")
     assert not CacheEntry.objects.exists()
 
 

@@ -37,6 +37,8 @@ def start(env_overrides: dict[str, str], tmp_path: Path) -> subprocess.Completed
         ("SKIP_TRACE_BUDGET_TZ", "Mars/Olympus"),
         ("BATCHDATA_BASE_URL", "ftp://x"),
         ("BATCHDATA_AUTH_STYLE", "basic"),
+        ("BATCHDATA_SKIPTRACE_PATH", "/api/v2/property/skip-trace"),
+        ("BATCHDATA_SKIPTRACE_PATH", "/property/skip-trace"),
         ("PORT", "70000"),
         ("DATABASE_URL", "mysql://x@localhost/db"),
     ],
@@ -78,3 +80,8 @@ def test_env_example_lists_every_key_settings_read():
     read = set(re.findall(r'E\.\w+\("([A-Z_]+)"', (ROOT / "convexa" / "settings.py").read_text()))
     listed = set(re.findall(r"^#?\s?([A-Z_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
     assert read <= listed, f"missing from .env.example: {sorted(read - listed)}"
+
+
+def test_a_v3_path_starts(tmp_path):
+    result = start({"BATCHDATA_SKIPTRACE_PATH": "/api/v3/property/skip-trace"}, tmp_path)
+    assert result.returncode == 0, result.stderr
