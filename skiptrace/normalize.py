@@ -28,7 +28,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from .usps_tables import DIRECTIONALS, STATE_CODES, STATE_NAMES, STREET_SUFFIXES
+from .street_parser import IDENTIFIER_OPTIONAL, UNIT_DESIGNATORS, Street, parse_street  # noqa: F401
+from .usps_tables import STATE_CODES, STATE_NAMES
 
 __all__ = [
     "MAX_FIELD_LENGTH",
@@ -77,49 +78,6 @@ class NormalizedLead:
     signature: str
     sanitized_signature: str
 
-
-# --------------------------------------------------------------------------------
-# Unit designators (Publication 28, Appendix C2)
-# --------------------------------------------------------------------------------
-
-#: Spelling -> canonical designator. The generic "a dwelling inside the building"
-#: designators all fold to APT, because lead lists use them interchangeably for the
-#: same door ("Apt 3", "#3", "Unit 3", "Ste 3"). Floor, building and the rest name
-#: something else and stay distinct, so "FL 3" never folds with "APT 3".
-UNIT_DESIGNATORS: dict[str, str] = {
-    "#": "APT",
-    "APT": "APT", "APARTMENT": "APT",
-    "UNIT": "APT",
-    "STE": "APT", "SUITE": "APT",
-    "RM": "APT", "ROOM": "APT",
-    "SPC": "APT", "SPACE": "APT",
-    "LOT": "APT",
-    "TRLR": "APT", "TRLRS": "APT", "TRAILER": "APT",
-    "FL": "FL", "FLOOR": "FL", "FLR": "FL",
-    "BLDG": "BLDG", "BUILDING": "BLDG",
-    "DEPT": "DEPT", "DEPARTMENT": "DEPT",
-    "PH": "PH", "PENTHOUSE": "PH",
-    "OFC": "OFC", "OFFICE": "OFC",
-    "BSMT": "BSMT", "BASEMENT": "BSMT",
-    "FRNT": "FRNT", "FRONT": "FRNT",
-    "LBBY": "LBBY", "LOBBY": "LBBY",
-    "LOWR": "LOWR", "LOWER": "LOWR",
-    "UPPR": "UPPR", "UPPER": "UPPR",
-    "REAR": "REAR",
-    "SIDE": "SIDE",
-}
-
-#: Canonical designators that C2 allows without an identifier ("123 MAIN ST REAR").
-#: Because words like FRONT or UPPER are also street names, these are only taken as
-#: a unit when they follow a complete street (a suffix) -- see _unit_at().
-IDENTIFIER_OPTIONAL: frozenset[str] = frozenset(
-    {"PH", "OFC", "BSMT", "FRNT", "LBBY", "LOWR", "UPPR", "REAR", "SIDE"}
-)
-
-#: Noise between a designator and its identifier: "APT NO 3", "UNIT NUMBER 3".
-_NUMBER_WORDS: frozenset[str] = frozenset({"NO", "NUM", "NUMBER", "NBR"})
-
-_FLOOR_WORDS: frozenset[str] = frozenset({"FL", "FLOOR", "FLR"})
 
 # --------------------------------------------------------------------------------
 # Entity owners
@@ -187,18 +145,21 @@ _DOTTED_ABBREVIATION = re.compile(r"\b(?:[A-Z]\.)+[A-Z]\b\.?")
 
 _WHITESPACE = re.compile(r"\s+")
 
-# Placeholders protecting the "-" and "/" that belong to numbers (house numbers
-# "12-14", "123-45", fractions "1/2", unit identifiers "3-2") while every other
+# Placeholders protecting the "-", "/" and "." that belong to numbers (house numbers
+# "12-14", "123-45", "212.5", fractions "1/2", unit identifiers "3-2") while every other
 # punctuation mark becomes a space. Control characters are gone by then, so
-# these two cannot clash with input.
+# these three cannot clash with input.
 _KEEP_HYPHEN = "\x01"
 _KEEP_SLASH = "\x02"
+_KEEP_PERIOD = "\x03"
 _NUMBER_HYPHEN = re.compile(r"(?<=[0-9])-(?=[0-9])")
 _NUMBER_SLASH = re.compile(r"(?<=[0-9])/(?=[0-9])")
+# "212.5 SUNSET AVE" is house number 212.5 (a half lot), not "212 5 SUNSET AVE".
+_NUMBER_PERIOD = re.compile(r"(?<=[0-9])\.(?=[0-9])")
 # "123-A" / "APT B-3" are the same as "123A" / "APT B3": a single letter glued to a
 # number by a hyphen is joined. Longer words ("WILKES-BARRE") split on a space.
 _LETTER_NUMBER_HYPHEN = re.compile(r"(?<=[0-9])-(?=[A-Z]\b)|(?<=\b[A-Z])-(?=[0-9])")
-_STREET_PUNCTUATION = re.compile(r"[^\w#\x01\x02]|_")
+_STREET_PUNCTUATION = re.compile(r"[^\w#\x01\x02\x03]|_")
 _PLAIN_PUNCTUATION = re.compile(r"[\W_]+")
 
 
@@ -275,10 +236,12 @@ def _clean_text(text: str | None, *, street: bool = False) -> str:
     if street:
         text = _NUMBER_HYPHEN.sub(_KEEP_HYPHEN, text)
         text = _NUMBER_SLASH.sub(_KEEP_SLASH, text)
+        if "." in text:
+            text = _NUMBER_PERIOD.sub(_KEEP_PERIOD, text)
         text = _LETTER_NUMBER_HYPHEN.sub("", text)
         text = text.replace("#", " # ")
         text = _STREET_PUNCTUATION.sub(" ", text)
-        text = text.replace(_KEEP_HYPHEN, "-").replace(_KEEP_SLASH, "/")
+        text = text.replace(_KEEP_HYPHEN, "-").replace(_KEEP_SLASH, "/").replace(_KEEP_PERIOD, ".")
     else:
         text = _PLAIN_PUNCTUATION.sub(" ", text)
     return _WHITESPACE.sub(" ", text).strip()
@@ -288,244 +251,22 @@ def _clean_text(text: str | None, *, street: bool = False) -> str:
 # Street
 # --------------------------------------------------------------------------------
 
-_HOUSE_NUMBER = re.compile(r"^\d")
-_FRACTION = re.compile(r"^\d+/\d+$")
-_ORDINAL = re.compile(r"^(\d+)(?:ST|ND|RD|TH)$")
-# "APT3", "STE210", "FLOOR2", "UNIT5B": a designator glued to a numeric identifier.
-# (Glued letters, "APTB", are left alone: "RMZ" or "PHX" could be anything.)
-_GLUED_UNIT = re.compile(
-    r"^(" + "|".join(sorted((d for d in UNIT_DESIGNATORS if d != "#"), key=len, reverse=True))
-    + r")(\d[0-9A-Z]*)$"
-)
+_Street = Street  # the parsed street (house number, core, units): skiptrace.street_parser
 
 
-@dataclass(frozen=True)
-class _Street:
-    """A street split into its USPS parts; ``units`` are (designator, identifier)."""
-
-    house: list[str]
-    core: list[str]
-    units: list[tuple[str, str]]
-
-    def render(self, *, with_units: bool = True) -> str:
-        parts = self.house + self.core
-        if with_units:
-            for designator, identifier in self.units:
-                parts.append(designator)
-                if identifier:
-                    parts.append(identifier)
-        return " ".join(parts)
-
-
-def _is_identifier(token: str) -> bool:
-    """Whether ``token`` can be the identifier after a unit designator.
-
-    Numbers ("3", "5B", "210", "3-2"), single letters and directionals ("APT E",
-    "UNIT NORTH", read as "APT E" / "APT N") can. Other short words can unless they
-    are a street suffix: that keeps "123 OLD LOT RD" a street rather than
-    "123 OLD" + "unit RD". Directionals are accepted in every spelling because the
-    street may already have been normalized ("SPACE NORTH" -> "SPACE N"), and both
-    must read the same way for normalization to be idempotent.
-    """
-    if token in UNIT_DESIGNATORS or token in _NUMBER_WORDS:
-        return False
-    if any(ch.isdigit() for ch in token) or token in DIRECTIONALS:
-        return True
-    if len(token) == 1:
-        return token.isalpha()
-    return len(token) <= 3 and token.isalpha() and token not in STREET_SUFFIXES
-
-
-def _unit_at(tokens: list[str], i: int, *, started: bool) -> tuple[str, str, int] | None:
-    """Read a unit segment starting at ``tokens[i]``.
-
-    Returns (canonical designator, identifier, index after the segment) or None.
-    Before the unit part of the street has started (``started`` False), the
-    identifier-less designators (REAR, FRONT, ...) are only accepted right after a
-    street suffix (optionally + directional), because they are street names too.
-    """
-    token = tokens[i]
-    designator = UNIT_DESIGNATORS.get(token)
-    if designator is None:
-        return None
-    j = i + 1
-    # TRLR/TRAILER are street suffixes too: only a unit when the identifier follows
-    # at once and is not a directional ("SHADY TRLR NE", "OAK TRLR # 9" keep the suffix).
-    dual = token in STREET_SUFFIXES
-    if dual and (j >= len(tokens) or tokens[j] in DIRECTIONALS):
-        return None
-    while not dual and j < len(tokens):  # skip the noise before the identifier
-        if tokens[j] == "#" and token != "#":  # "APT # 3"
-            j += 1
-        elif tokens[j] in _NUMBER_WORDS and j + 1 < len(tokens):  # "APT NO 3"
-            j += 1
-        else:
-            break
-    if j < len(tokens) and _is_identifier(tokens[j]):
-        identifier = DIRECTIONALS.get(tokens[j], tokens[j])
-        if designator == "FL":
-            ordinal = _ORDINAL.match(identifier)
-            if ordinal:
-                identifier = ordinal.group(1)  # "FL 2ND" == "FL 2"
-        return designator, identifier, j + 1
-    if designator in IDENTIFIER_OPTIONAL:
-        if started:
-            return designator, "", i + 1
-        k = i - 1
-        while k >= 1 and i - k <= 2 and tokens[k] in DIRECTIONALS:
-            k -= 1  # "MAIN ST N REAR", "MAIN ST N E REAR"
-        if k >= 0 and tokens[k] in STREET_SUFFIXES:
-            return designator, "", i + 1
-    return None
-
-
-def _drop_stray_hashes(tokens: list[str]) -> list[str]:
-    """Keep a "#" only where it marks a unit: after a street name, before an identifier.
-
-    Done before the unit scan so that a dangling "#" ("MAIN ST #", "# APT 3") cannot
-    change how the words around it are read, which keeps normalization idempotent.
-    """
-    kept: list[str] = []
-    for i, token in enumerate(tokens):
-        if token == "#" and not (
-            kept and i + 1 < len(tokens) and _is_identifier(tokens[i + 1])
-        ):
-            continue
-        kept.append(token)
-    return kept
-
-
-def _split_units(rest: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Split the tokens after the house number into street core and unit segments.
-
-    The unit part starts at the first designator that has a street name before it
-    ("1601 SPACE CENTER BLVD" is not unit CENTER) and a plausible identifier.
-    From there on, a token that is not a new designator belongs to the current
-    identifier ("APT 3 B"), so nothing after the unit leaks into the street.
-    """
-    start = None
-    for i in range(1, len(rest)):
-        if _unit_at(rest, i, started=False):
-            start = i
-            break
-    if start is None:
-        return rest, []
-    core, units = rest[:start], []
-    j = start
-    while j < len(rest):
-        segment = _unit_at(rest, j, started=True)
-        if segment:
-            designator, identifier, j = segment
-            units.append((designator, identifier))
-        else:
-            designator, identifier = units[-1]
-            joined = f"{identifier} {rest[j]}".strip()
-            units[-1] = (designator, joined)
-            j += 1
-    return core, units
-
-
-_NORTH_SOUTH = {"N": "N", "NORTH": "N", "S": "S", "SOUTH": "S"}
-_EAST_WEST = {"E": "E", "EAST": "E", "W": "W", "WEST": "W"}
-
-
-def _join_split_directionals(core: list[str]) -> list[str]:
-    """ "N E" (typed "N. E.") -> "NE", but only where it cannot be a street name.
-
-    After a suffix ("PEACHTREE ST N E") or before at least two more words
-    ("N E 5TH AVE"). "123 S E ST" keeps E as the street name.
-    """
-    name = list(core)
-    if (
-        len(name) >= 3
-        and name[-2] in _NORTH_SOUTH
-        and name[-1] in _EAST_WEST
-        and name[-3] in STREET_SUFFIXES
-    ):
-        name[-2:] = [_NORTH_SOUTH[name[-2]] + _EAST_WEST[name[-1]]]
-    if len(name) >= 4 and name[0] in _NORTH_SOUTH and name[1] in _EAST_WEST:
-        name[:2] = [_NORTH_SOUTH[name[0]] + _EAST_WEST[name[1]]]
-    return name
-
-
-def _canonical_core(core: list[str]) -> list[str]:
-    """Canonicalize directionals and the suffix, but only in their own positions.
-
-    Each of post-directional, suffix and pre-directional is taken only if a street
-    name is left after taking it, so "123 N ST" stays the N street (not "North,
-    street name ST") and "123 NORTH ST" stays North Street: the two are different
-    streets in cities with lettered streets and must not fold.
-    """
-    name = _join_split_directionals(core)
-    pre = suffix = post = None
-    if len(name) >= 2 and name[-1] in DIRECTIONALS:
-        post = DIRECTIONALS[name.pop()]
-    if len(name) >= 2 and name[-1] in STREET_SUFFIXES:
-        suffix = STREET_SUFFIXES[name.pop()]
-    if len(name) >= 2 and name[0] in DIRECTIONALS:
-        pre = DIRECTIONALS[name.pop(0)]
-    if suffix is None and name:
-        # The street type *is* the name: "AVENUE N", "AVENUE B", "HIGHWAY 101",
-        # "COUNTY ROAD 5", "ROUTE 9". Fold its spelling too.
-        if len(name) == 1 and name[0] in STREET_SUFFIXES:
-            name[0] = STREET_SUFFIXES[name[0]]
-        elif (
-            len(name) >= 2
-            and name[-2] in STREET_SUFFIXES
-            and (name[-1].isdigit() or (len(name[-1]) == 1 and name[-1].isalpha()))
-        ):
-            name[-2] = STREET_SUFFIXES[name[-2]]
-    return [p for p in (pre, *name, suffix, post) if p]
-
-
-def _parse_street(street: str | None) -> _Street:
-    tokens = _clean(street, street=True).split()
-    # A leading "#" is not a unit ("#123 MAIN ST") unless a house number follows
-    # its identifier ("#3 77 BAYVIEW TER", moved to the end just below).
-    while tokens and tokens[0] == "#" and not (
-        len(tokens) >= 4 and _is_identifier(tokens[1]) and _HOUSE_NUMBER.match(tokens[2])
-    ):
-        tokens.pop(0)
-    # "APT 3, 77 BAYVIEW TER" -> "77 BAYVIEW TER APT 3".
-    if (
-        len(tokens) >= 4
-        and tokens[0] in UNIT_DESIGNATORS
-        and _is_identifier(tokens[1])
-        and _HOUSE_NUMBER.match(tokens[2])
-    ):
-        tokens = tokens[2:] + tokens[:2]
-    house: list[str] = []
-    if tokens and _HOUSE_NUMBER.match(tokens[0]):
-        house.append(tokens.pop(0))
-        while tokens and tokens[0] == "#":
-            tokens.pop(0)  # "123 # 1/2 ...": no street name yet, so not a unit
-        if tokens and _FRACTION.match(tokens[0]):
-            house.append(tokens.pop(0))  # "123 1/2 MAIN ST"
-    rest: list[str] = []
-    for i, token in enumerate(tokens):
-        glued = _GLUED_UNIT.match(token) if i >= 1 else None
-        if glued:
-            rest.extend(glued.groups())
-        else:
-            rest.append(token)
-    rest = _drop_stray_hashes(rest)
-    # "2ND FL" / "3RD FLOOR" -> "FL 2" / "FL 3" when it ends the street or a unit follows.
-    for i in reversed(range(1, len(rest) - 1)):  # right to left: "2ND FL 3RD FL"
-        ordinal = _ORDINAL.match(rest[i])
-        if ordinal and rest[i + 1] in _FLOOR_WORDS and (
-            i + 2 == len(rest) or rest[i + 2] in UNIT_DESIGNATORS
-        ):
-            rest[i], rest[i + 1] = "FL", ordinal.group(1)
-    core, units = _split_units(_drop_stray_hashes(rest))  # again: "# 2ND FL" -> "# FL 2"
-    return _Street(house=house, core=_canonical_core(core), units=units)
+def _parse_street(street: str | None) -> Street:
+    return parse_street(_clean(street, street=True).split())
 
 
 def normalize_street(street: str) -> str:
     """Canonical USPS-style street line, house number and unit kept.
 
     "77 Bayview Terrace, #3", "77 bayview ter apt. 3" and "77 Bayview Ter # 3" all
-    give "77 BAYVIEW TER APT 3". The function is idempotent, so a normalized street
-    can be fed back in (strip_units relies on that).
+    give "77 BAYVIEW TER APT 3". The parts are found wherever they sit, so a city or a
+    bare unit id after the suffix does not stop it ("12 Troon Circle Austell" and
+    "12 Troon Cir Austell" give "12 TROON CIR AUSTELL"); see skiptrace.street_parser
+    for the rules. The function is idempotent, so a normalized street can be fed back
+    in (strip_units relies on that).
     """
     return _parse_street(street).render()
 

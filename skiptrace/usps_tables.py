@@ -4,9 +4,14 @@ Kept apart from the normalization logic because they are long and are data, not
 behaviour. Everything here is plain module-level dicts and frozensets so a reader
 can check a row against the publication without running anything.
 
-Sources: USPS Publication 28, Appendix C1 (street suffixes), Appendix B/section 233
-(directionals), Appendix B (state and territory codes, including the
-freely-associated states and the Armed Forces codes AA/AE/AP).
+Sources: USPS Publication 28, Appendix C1 (street suffixes and their primary names),
+Appendix B/section 233 (directionals), Appendix B (state and territory codes, including
+the freely-associated states and the Armed Forces codes AA/AE/AP).
+
+Not from the publication but derived from it for :mod:`skiptrace.street_parser`: how a
+suffix word is spelled when it is part of a street *name* (NAME_SPELLINGS, built from C1
+below), and which suffixes make a lone directional the street's name (THOROUGHFARE_TYPES)
+or take a route number (ROUTE_TYPES).
 """
 
 from __future__ import annotations
@@ -228,6 +233,74 @@ STREET_SUFFIXES: dict[str, str] = {
     for spelling in spellings
 }
 
+#: Publication 28, Appendix C1, "primary street suffix name": the word that each standard
+#: abbreviation stands for (C1 spells ANNEX "ANEX"; the dictionary word is used here).
+SUFFIX_NAMES: dict[str, str] = {
+    "ALY": "ALLEY", "ANX": "ANNEX", "ARC": "ARCADE", "AVE": "AVENUE", "BYU": "BAYOU",
+    "BCH": "BEACH", "BND": "BEND", "BLF": "BLUFF", "BLFS": "BLUFFS", "BTM": "BOTTOM",
+    "BLVD": "BOULEVARD", "BR": "BRANCH", "BRG": "BRIDGE", "BRK": "BROOK", "BRKS": "BROOKS",
+    "BG": "BURG", "BGS": "BURGS", "BYP": "BYPASS", "CP": "CAMP", "CYN": "CANYON", "CPE": "CAPE",
+    "CSWY": "CAUSEWAY", "CTR": "CENTER", "CTRS": "CENTERS", "CIR": "CIRCLE", "CIRS": "CIRCLES",
+    "CLF": "CLIFF", "CLFS": "CLIFFS", "CLB": "CLUB", "CMN": "COMMON", "CMNS": "COMMONS",
+    "COR": "CORNER", "CORS": "CORNERS", "CRSE": "COURSE", "CT": "COURT", "CTS": "COURTS",
+    "CV": "COVE", "CVS": "COVES", "CRK": "CREEK", "CRES": "CRESCENT", "CRST": "CREST",
+    "XING": "CROSSING", "XRD": "CROSSROAD", "XRDS": "CROSSROADS", "CURV": "CURVE", "DL": "DALE",
+    "DM": "DAM", "DV": "DIVIDE", "DR": "DRIVE", "DRS": "DRIVES", "EST": "ESTATE", "ESTS": "ESTATES",
+    "EXPY": "EXPRESSWAY", "EXT": "EXTENSION", "EXTS": "EXTENSIONS", "FALL": "FALL", "FLS": "FALLS",
+    "FRY": "FERRY", "FLD": "FIELD", "FLDS": "FIELDS", "FLT": "FLAT", "FLTS": "FLATS", "FRD": "FORD",
+    "FRDS": "FORDS", "FRST": "FOREST", "FRG": "FORGE", "FRGS": "FORGES", "FRK": "FORK",
+    "FRKS": "FORKS", "FT": "FORT", "FWY": "FREEWAY", "GDN": "GARDEN", "GDNS": "GARDENS",
+    "GTWY": "GATEWAY", "GLN": "GLEN", "GLNS": "GLENS", "GRN": "GREEN", "GRNS": "GREENS",
+    "GRV": "GROVE", "GRVS": "GROVES", "HBR": "HARBOR", "HBRS": "HARBORS", "HVN": "HAVEN",
+    "HTS": "HEIGHTS", "HWY": "HIGHWAY", "HL": "HILL", "HLS": "HILLS", "HOLW": "HOLLOW",
+    "INLT": "INLET", "IS": "ISLAND", "ISS": "ISLANDS", "ISLE": "ISLE", "JCT": "JUNCTION",
+    "JCTS": "JUNCTIONS", "KY": "KEY", "KYS": "KEYS", "KNL": "KNOLL", "KNLS": "KNOLLS", "LK": "LAKE",
+    "LKS": "LAKES", "LAND": "LAND", "LNDG": "LANDING", "LN": "LANE", "LGT": "LIGHT",
+    "LGTS": "LIGHTS", "LF": "LOAF", "LCK": "LOCK", "LCKS": "LOCKS", "LDG": "LODGE", "LOOP": "LOOP",
+    "MALL": "MALL", "MNR": "MANOR", "MNRS": "MANORS", "MDW": "MEADOW", "MDWS": "MEADOWS",
+    "MEWS": "MEWS", "ML": "MILL", "MLS": "MILLS", "MSN": "MISSION", "MTWY": "MOTORWAY",
+    "MT": "MOUNT", "MTN": "MOUNTAIN", "MTNS": "MOUNTAINS", "NCK": "NECK", "ORCH": "ORCHARD",
+    "OVAL": "OVAL", "OPAS": "OVERPASS", "PARK": "PARK", "PKWY": "PARKWAY", "PASS": "PASS",
+    "PSGE": "PASSAGE", "PATH": "PATH", "PIKE": "PIKE", "PNE": "PINE", "PNES": "PINES",
+    "PL": "PLACE", "PLN": "PLAIN", "PLNS": "PLAINS", "PLZ": "PLAZA", "PT": "POINT", "PTS": "POINTS",
+    "PRT": "PORT", "PRTS": "PORTS", "PR": "PRAIRIE", "RADL": "RADIAL", "RAMP": "RAMP",
+    "RNCH": "RANCH", "RPD": "RAPID", "RPDS": "RAPIDS", "RST": "REST", "RDG": "RIDGE",
+    "RDGS": "RIDGES", "RIV": "RIVER", "RD": "ROAD", "RDS": "ROADS", "RTE": "ROUTE", "ROW": "ROW",
+    "RUE": "RUE", "RUN": "RUN", "SHL": "SHOAL", "SHLS": "SHOALS", "SHR": "SHORE", "SHRS": "SHORES",
+    "SKWY": "SKYWAY", "SPG": "SPRING", "SPGS": "SPRINGS", "SPUR": "SPUR", "SQ": "SQUARE",
+    "SQS": "SQUARES", "STA": "STATION", "STRA": "STRAVENUE", "STRM": "STREAM", "ST": "STREET",
+    "STS": "STREETS", "SMT": "SUMMIT", "TER": "TERRACE", "TRWY": "THROUGHWAY", "TRCE": "TRACE",
+    "TRAK": "TRACK", "TRFY": "TRAFFICWAY", "TRL": "TRAIL", "TRLR": "TRAILER", "TUNL": "TUNNEL",
+    "TPKE": "TURNPIKE", "UPAS": "UNDERPASS", "UN": "UNION", "UNS": "UNIONS", "VLY": "VALLEY",
+    "VLYS": "VALLEYS", "VIA": "VIADUCT", "VW": "VIEW", "VWS": "VIEWS", "VLG": "VILLAGE",
+    "VLGS": "VILLAGES", "VL": "VILLE", "VIS": "VISTA", "WALK": "WALK", "WALL": "WALL", "WAY": "WAY",
+    "WAYS": "WAYS", "WL": "WELL", "WLS": "WELLS",
+}
+
+#: Spellings in C1 that are words of their own (plurals, other words), not abbreviations:
+#: in a street name they are kept as typed ("ROSA PARKS", "PONY EXPRESS").
+_SUFFIX_SPELLING_WORDS: frozenset[str] = frozenset({
+    "ALLEE", "ALLY", "BOT", "CENT", "CENTRE", "DIV", "EXPRESS", "FORESTS", "HOLLOWS", "ISLES",
+    "LOOPS", "PARKS", "PARKWAYS", "PATHS", "PIKES", "RAD", "RANCHES", "SPURS", "TRACES", "TRACKS",
+    "TRAILS", "TUNNELS", "WALKS",
+})
+
+#: Abbreviations that mean something else inside a name ("ST JOHNS" is Saint, "DR MARTIN
+#: LUTHER KING" is Doctor, "VIA VERDE" is Spanish): the name keeps the abbreviation, and
+#: the suffix's own words fold to it ("AVON STREET EXT" == "AVON ST EXT").
+_NAME_KEEPS_ABBREVIATION: frozenset[str] = frozenset({"ST", "DR", "VIA"})
+
+#: Abbreviations a name keeps as typed because they are something else too: "KY 80" and
+#: "PR 2" are state routes, "UN" the United Nations, "ML" Martin Luther, "IS" a word.
+#: (MT, CT and WY, state codes too, are far more often Mount, Court and Way in a street.)
+_NAME_AS_TYPED: frozenset[str] = frozenset({"KY", "PR", "UN", "ML", "IS"})
+
+#: A street *name* word that is also a suffix spelling -> its one spelling inside a name.
+#: Abbreviations are spelled out ("MT VERNON" -> "MOUNT VERNON", "AVEN OF THE STARS" ->
+#: "AVENUE OF THE STARS"); words and the ambiguous abbreviations above are not in the
+#: table, so they stay as typed.
+NAME_SPELLINGS: dict[str, str] = {}
+
 #: Directionals (pre or post), spelled out or abbreviated -> USPS abbreviation.
 DIRECTIONALS: dict[str, str] = {
     "N": "N", "NORTH": "N",
@@ -292,3 +365,39 @@ STATE_NAMES: dict[str, str] = {
     "PENNA": "PA", "TENN": "TN", "TEX": "TX", "WASH": "WA", "WIS": "WI",
     "WISC": "WI", "WYO": "WY", "W VA": "WV",
 }
+
+
+#: C1 files these plural abbreviations under the singular; inside a name they stand for the plural.
+_PLURAL_ABBREVIATIONS: dict[str, str] = {
+    "HOLWS": "HOLLOWS", "PKWYS": "PARKWAYS", "RNCHS": "RANCHES", "TRKS": "TRACKS", "TRLS": "TRAILS",
+    "TUNLS": "TUNNELS",
+}
+
+
+def _name_spellings() -> dict[str, str]:
+    table: dict[str, str] = {}
+    words = _SUFFIX_SPELLING_WORDS | set(SUFFIX_NAMES.values())
+    for standard, spellings in _SUFFIX_SPELLINGS.items():
+        for spelling in spellings:
+            if standard in _NAME_KEEPS_ABBREVIATION:
+                table[spelling] = standard
+            elif spelling in words or spelling in _NAME_AS_TYPED:
+                continue
+            else:
+                table[spelling] = _PLURAL_ABBREVIATIONS.get(spelling, SUFFIX_NAMES[standard])
+    return table
+
+
+NAME_SPELLINGS.update(_name_spellings())
+
+#: Street types that, after a lone directional, make the directional the street's name:
+#: "123 N ST" is the lettered N Street and "123 NORTH ST" is North Street, kept apart.
+#: After any other suffix word the directional is a pre-directional and the word the name
+#: ("1520 N WELLS" == "1520 NORTH WELLS").
+THOROUGHFARE_TYPES: frozenset[str] = frozenset({
+    "ALY", "AVE", "BLVD", "BYP", "CIR", "CT", "CV", "DR", "EXPY", "FWY", "HWY", "LN", "LOOP",
+    "PIKE", "PKWY", "PL", "PLZ", "RD", "RTE", "SQ", "ST", "TER", "TPKE", "TRL", "WAY", "XING",
+})
+
+#: Types that take a route number ("N HWY 71", "US HWY 16", "STATE RTE 21").
+ROUTE_TYPES: frozenset[str] = frozenset({"HWY", "RTE", "FWY", "EXPY", "TPKE", "BYP", "PIKE", "LOOP"})
