@@ -4,12 +4,6 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from skiptrace.admin_views import ops_index
-from skiptrace.api import error
-
-
-def api_not_found(request, rest=""):  # noqa: ANN001 - Django view signature
-    return error("NotFound", 404, f"no such route: {request.path}")
-
 
 urlpatterns = [
     # The ops console: the admin index with today's spend and the breaker on top, and
@@ -17,8 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.admin_view(ops_index), name="ops-index"),
     path("admin/contacts/", RedirectView.as_view(pattern_name="admin:contacts_lead_changelist", query_string=True)),
     path("admin/", admin.site.urls),
-    path("api/", include("skiptrace.urls")),
-    path("api/<path:rest>", api_not_found),
+    path("api/", include("skiptrace.urls")),  # its last route answers every other /api/ path (JSON 404)
     # The admin's CSS/JS under gunicorn (DEBUG off), from the installed apps' static folders: a
     # handful of ops users do not need a CDN or collectstatic. `insecure` only lifts the DEBUG check.
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),

@@ -110,7 +110,7 @@ class Sandbox:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path or os.devnull, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [PY, "-m", "skiptrace.sandbox", "--port", str(self.port), "--latency", str(latency_s),
+            [PY, "-m", "devtools.sandbox", "--port", str(self.port), "--latency", str(latency_s),
              "--token", PROVIDER_TOKEN],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -507,16 +507,16 @@ def _report_setup(args, workdir: Path) -> dict:
     from django.db import connection, transaction
     from django.utils import timezone
 
+    from devtools.sandbox import SandboxConfig, answer
     from skiptrace import guards, runs, service
     from skiptrace.intake import LeadInput
     from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
     from skiptrace.normalize import idempotency_key
     from skiptrace.provider import PROVIDER, BatchDataClient, TraceRequest, parse_response
-    from skiptrace.sandbox import SandboxConfig, answer
 
     migrate()
     n = 5_000 if args.quick else 100_000
-    service._finish_hooks.clear()  # setup must not write the artifacts: the measuring process does
+    service.clear_finish_hooks()  # setup must not write the artifacts: the measuring process does
     t0 = time.perf_counter()
     leads = (LeadInput(*row) for row in bench_leads.rows(n, bad_frac=0.005))
     created = runs.run_create(source_label="bench report", leads=leads, policy=runs.default_policy())
@@ -963,7 +963,7 @@ class BatchProbe:
 
         real_commit = conn.commit
         real_http = self.client.skip_trace
-        real_slot, real_rate = guards.slot_try_take, guards.rate_acquire
+        real_slot, real_rate = guards.slots.slot_try_take, guards.rate.rate_acquire
 
         def commit():
             commits[0] += 1
@@ -980,8 +980,8 @@ class BatchProbe:
 
         conn.commit = commit
         self.client.skip_trace = timed("http", real_http)
-        guards.slot_try_take = timed("slot", real_slot)
-        guards.rate_acquire = timed("rate", real_rate)
+        guards.slots.slot_try_take = timed("slot", real_slot)  # where the send gate looks them up
+        guards.rate.rate_acquire = timed("rate", real_rate)
         try:
             with CaptureQueriesContext(conn) as ctx, conn.execute_wrapper(wrapper):
                 t0 = time.perf_counter()
@@ -990,7 +990,7 @@ class BatchProbe:
         finally:
             del conn.commit
             self.client.skip_trace = real_http
-            guards.slot_try_take, guards.rate_acquire = real_slot, real_rate
+            guards.slots.slot_try_take, guards.rate.rate_acquire = real_slot, real_rate
         sql_total = sum(sql_time.values())
         verbs = Counter()
         for key, c in sql_count.items():
@@ -1025,7 +1025,7 @@ def sc_profile(args, workdir: Path) -> dict:
     from skiptrace.worker import Worker
 
     migrate()
-    service._finish_hooks.clear()  # a 100-item run finishes in its one batch: keep the report out of the profile
+    service.clear_finish_hooks()  # a 100-item run finishes in its one batch: keep the report out of the profile
 
     def make_run(label: str, start: int) -> str:
         leads = [LeadInput(*bench_leads.lead_row(i)) for i in range(start, start + 100)]
@@ -1033,7 +1033,7 @@ def sc_profile(args, workdir: Path) -> dict:
 
     worker = Worker(concurrency=1, batch_size=100)
     worker.housekeeping(force=True)  # housekeeping runs every 30 s; it is not part of a batch
-    guards._rate_limiter()  # the limiter's one-time set-up is not part of a batch either
+    guards.rate.rate_limiter()  # the limiter's one-time set-up is not part of a batch either
     probe = BatchProbe(connection, worker.client)
     out: dict = {"vendor": connection.vendor}
 

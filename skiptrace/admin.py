@@ -30,6 +30,7 @@ from django.utils.html import format_html, format_html_join
 from skiptrace import admin_views as console
 from skiptrace.models import CacheEntry, ProviderCall, Run, RunItem
 from skiptrace.provider import sanitize_for_debug
+from skiptrace.states import RunState
 
 STATE_COLORS = {
     "queued": "#6b7280",
@@ -132,10 +133,10 @@ class RunStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [(s, s.capitalize()) for s in ("queued", "running", "paused", "finished")]
+        return [(s.value, s.label) for s in RunState]
 
     def queryset(self, request, queryset):
-        if self.value() in console.STATE_Q:
+        if self.value() in RunState.values:
             return console.runs_by_state(queryset, self.value())
         return queryset
 
@@ -167,7 +168,9 @@ class RunAdmin(AdminPage, admin.ModelAdmin):
     @admin.display(description="State")
     def state_badge(self, run: Run) -> str:
         state = run.state
-        text = state if state != "paused" or not run.reason else f"paused: {run.reason}"
+        # the operator's pause and what the run waits for are separate facts: both are shown
+        reasons = [r for r in dict.fromkeys((run.shown_reason, run.reason)) if r]
+        text = state if state != RunState.PAUSED or not reasons else f"paused: {', '.join(reasons)}"
         return badge(text, STATE_COLORS[state])
 
     @admin.display(description="Progress")

@@ -29,37 +29,26 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from skiptrace import guards, reports, runs
+from skiptrace import admission, guards, reports, runs, selectors
 from skiptrace.intake import IntakeError, LeadInput, iter_csv_leads
 from skiptrace.models import ItemStatus, Run, RunItem
-from skiptrace.service import Policy
+from skiptrace.money import Policy
+from skiptrace.states import RunState, pausable_q, paused_q, state_q
 
 INTAKE_ROWS_SHOWN = 25  # failed rows listed after an upload; the run page lists the rest
 FAILED_ITEMS_SHOWN = 50
 REFRESH_MS = 2000
 DOWNLOADS = {"report.json": "report", "enriched.csv": "csv"}
 
-# --- run states as SQL (Run.state is a Python property) ------------------------------------------
-
-PAUSED_Q = Q(finished_at__isnull=True) & (
-    Q(paused_by_operator=True)
-    | Q(soft_paused=True, override_budget=False)
-    | Q(reason__in=("circuit_open", "provider_not_configured"))
-)
-STATE_Q = {
-    "queued": Q(finished_at__isnull=True, started_at__isnull=True) & ~PAUSED_Q,
-    "running": Q(finished_at__isnull=True, started_at__isnull=False) & ~PAUSED_Q,
-    "paused": PAUSED_Q,
-    "finished": Q(finished_at__isnull=False),
-}
-# What the buttons and actions accept: pause what is not finished and not already paused by an
-# operator; resume what has failed items a resume would requeue (not ``invalid_input``, which cannot
-# succeed) or is paused (by anyone) before finishing.
-PAUSABLE_Q = Q(finished_at__isnull=True, paused_by_operator=False)
+# --- what the buttons and actions accept (run states: ``skiptrace.states``) ----------------------
+# Pause what is not finished and not already paused by an operator; resume what has failed items a
+# resume would requeue (not ``invalid_input``, which cannot succeed) or is paused (by anyone) before
+# finishing.
+PAUSABLE_Q = pausable_q()
 REQUEUEABLE_FAILURES = Exists(
     RunItem.objects.filter(run=OuterRef("pk"), status=ItemStatus.FAILED).exclude(last_error__startswith="invalid_input")
 )
-RESUMABLE_Q = Q(REQUEUEABLE_FAILURES) | PAUSED_Q
+RESUMABLE_Q = Q(REQUEUEABLE_FAILURES) | paused_q()
 
 
 def can_pause(run: Run) -> bool:
@@ -67,7 +56,7 @@ def can_pause(run: Run) -> bool:
 
 
 def can_resume(run: Run) -> bool:
-    return run.state == "paused" or (
+    return run.state == RunState.PAUSED or (
         (run.failed or 0) > 0 and Run.objects.filter(pk=run.pk).filter(REQUEUEABLE_FAILURES).exists()
     )
 
@@ -97,7 +86,7 @@ def runs_resume(selected: Iterable[Run], *, override_budget: bool, now: dt.datet
         if exhausted and not run.override_budget:
             outcome.budget_blocked.append(run)
             continue
-        was_paused = run.state == "paused"
+        was_paused = run.state == RunState.PAUSED
         requeued = runs.run_resume(run=run, override_budget=override_budget, now=now)
         if requeued or was_paused:
             outcome.resumed.append(run)
@@ -202,7 +191,8 @@ def upload_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResp
         except IntakeError as exc:
             form.add_error("file", f"{exc} — nothing was created.")
         else:
-            _upload_messages(request, model_admin, result, budget_spent=guards.budget_exhausted(now))
+            decision = admission.admit(admission.run_signatures(result.created.run), policy=form.policy(), now=now)
+            _upload_messages(request, model_admin, result, refusal=decision.refusal)
             return HttpResponseRedirect(run_url(result.created.run))
     context = {
         **model_admin.admin_site.each_context(request),
@@ -215,7 +205,7 @@ def upload_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResp
 
 
 def _upload_messages(request: HttpRequest, model_admin: admin.ModelAdmin, result: UploadResult, *,
-                     budget_spent: bool) -> None:
+                     refusal: admission.Refusal | None) -> None:
     created = result.created
     model_admin.message_user(
         request,
@@ -229,11 +219,8 @@ def _upload_messages(request: HttpRequest, model_admin: admin.ModelAdmin, result
         model_admin.message_user(
             request, f"… and {created.invalid - len(result.refused)} more refused rows (listed below).", messages.WARNING
         )
-    if budget_spent:
-        model_admin.message_user(
-            request, "Today's budget is spent: the run waits for the next budget day, "
-            "unless you resume it past the budget.", messages.WARNING,
-        )
+    if refusal is not None:  # the operator's run is kept: it waits (see ``skiptrace.admission``)
+        model_admin.message_user(request, admission.operator_warning(refusal), messages.WARNING)
 
 
 # --- the run page ----------------------------------------------------------------------------------
@@ -357,6 +344,8 @@ def run_download(request: HttpRequest, model_admin: admin.ModelAdmin, run_id: st
     report_path, csv_path = reports.artifact_paths(run.run_id)
     if not (report_path.exists() and csv_path.exists()):
         report_path, csv_path = reports.write_run_artifacts(run)
+    else:
+        reports.refresh_artifacts_if_stale(run)  # a number whose DNC status went stale leaves Phone1..3
     path = report_path if name == "report.json" else csv_path
     content_type = "application/json" if name == "report.json" else "text/csv; charset=utf-8"
     response = FileResponse(path.open("rb"), content_type=content_type)
@@ -391,28 +380,12 @@ def run_button(request: HttpRequest, model_admin: admin.ModelAdmin, run_id: str,
 
 
 def budget_summary(now: dt.datetime) -> dict:
-    spent = guards.budget_spent_cents_today(now)
-    cap = settings.SKIP_TRACE_DAILY_BUDGET_CENTS
-    return {
-        "spent_usd": spent / 100,
-        "cap_usd": cap / 100,
-        "pct": min(100, round(100.0 * spent / cap)) if cap else 100,
-        "exhausted": guards.budget_exhausted(now),
-        "day": guards.budget_day(now),
-        "tz": settings.SKIP_TRACE_BUDGET_TZ,
-    }
+    return selectors.budget_summary(now)
 
 
 def ops_summary(now: dt.datetime | None = None) -> dict:
-    now = now or timezone.now()
-    breaker = guards.breaker_state(now)
-    counts = {state: Run.objects.filter(q).count() for state, q in STATE_Q.items() if state != "finished"}
     return {
-        "budget": budget_summary(now),
-        "breaker": breaker,
-        "breaker_retry_s": int(guards.breaker_retry_after(now)) if breaker != "closed" else 0,
-        "provider": "not configured" if not settings.BATCHDATA_API_TOKEN else ("ready" if breaker == "closed" else breaker.replace("_", "-")),
-        "runs": counts,
+        **selectors.guard_summary(now or timezone.now()),
         "runs_url": reverse("admin:skiptrace_run_changelist"),
         "upload_url": reverse("admin:skiptrace_run_upload"),
     }
@@ -424,4 +397,4 @@ def ops_index(request: HttpRequest) -> HttpResponse:
 
 
 def runs_by_state(queryset: QuerySet[Run], state: str) -> QuerySet[Run]:
-    return queryset.filter(STATE_Q[state])
+    return queryset.filter(state_q(state))

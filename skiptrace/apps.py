@@ -16,7 +16,7 @@ class SkiptraceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from skiptrace import service
+        from skiptrace import money
 
         # The worker that settles a run's last item writes report.json and enriched.csv at once.
-        service.on_run_finished(_write_artifacts)
+        money.on_run_finished(_write_artifacts)

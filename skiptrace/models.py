@@ -2,7 +2,7 @@
 
 - ``provider_calls``: one row per lead per provider HTTP request. Reserved (committed) before the
   request is sent, so after any crash "requests that reached the provider <= rows". The unique
-  ``(provider, idempotency_key)`` is the single-flight lock: see ``skiptrace.service``.
+  ``(provider, idempotency_key)`` is the single-flight lock: see ``skiptrace.money``.
 - ``skiptrace_cache``: L2 cache, one entry per normalized input (primary or sanitized signature).
 - ``skiptrace_runs`` / ``skiptrace_run_items``: the queue and the run lifecycle.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
+
+from skiptrace.states import RunQuerySet, run_state, shown_reason
 
 
 class CallState(models.TextChoices):
@@ -67,6 +69,8 @@ class Run(models.Model):
     counted_at = models.DateTimeField(null=True, blank=True)
     count_ms = models.FloatField(default=0)
 
+    objects = RunQuerySet.as_manager()
+
     class Meta:
         db_table = "skiptrace_runs"
         ordering = ["-created_at"]
@@ -76,19 +80,16 @@ class Run(models.Model):
 
     @property
     def state(self) -> str:
-        """``queued`` | ``running`` | ``paused`` | ``finished`` (the contract's run states)."""
-        if self.finished_at is not None:
-            return "finished"
-        if self.paused_by_operator or (self.soft_paused and not self.override_budget) or self.reason in (
-            "circuit_open",
-            "provider_not_configured",
-            "provider_auth",
-            "provider_out_of_credits",
-        ):
-            return "paused"
-        if self.started_at is not None:
-            return "running"
-        return "queued"
+        """``queued`` | ``running`` | ``paused`` | ``finished``: see ``skiptrace.states``."""
+        return run_state(finished=self.finished_at is not None, started=self.started_at is not None,
+                         operator_paused=self.paused_by_operator, soft_paused=self.soft_paused,
+                         override_budget=self.override_budget, reason=self.reason)
+
+    @property
+    def shown_reason(self) -> str | None:
+        """The reason ``/status`` and the console show (the operator's pause first)."""
+        return shown_reason(finished=self.finished_at is not None, operator_paused=self.paused_by_operator,
+                            reason=self.reason)
 
 
 class ProviderCall(models.Model):
@@ -125,6 +126,8 @@ class ProviderCall(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # the worker that reserved and sent it (``Worker.worker_id`` "host:pid:tag", or "api")
+    worker_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         db_table = "provider_calls"
@@ -204,6 +207,8 @@ class RunItem(models.Model):
         ProviderCall, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     updated_at = models.DateTimeField(default=timezone.now)
+    # the worker holding (or that last held) its claim
+    worker_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         db_table = "skiptrace_run_items"
@@ -241,8 +246,6 @@ class GuardState(models.Model):
     state = models.CharField(max_length=16, default="closed")
     opened_at = models.DateTimeField(null=True, blank=True)
     next_probe_at = models.DateTimeField(null=True, blank=True)
-    probe_owner = models.CharField(max_length=64, blank=True, default="")
-    probe_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

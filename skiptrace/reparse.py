@@ -6,7 +6,7 @@ costed) and its body is kept, token-free, on the batch's first call. Once the pa
 batch sent (rebuilt from the calls' audit copies, in the order they were sent). A body that now
 reads is recorded as the answer it always was:
 
-- its calls become ``completed`` and their cost becomes the bill rule's (``service.bill_spread``):
+- its calls become ``completed`` and their cost becomes the bill rule's (``money.bill_spread``):
   the provider's bill is now known, so the worst case taken at the time is replaced by it;
 - the cache learns the answers (never over a newer answer for the same input);
 - the items that failed with ``provider_unreadable`` are served from them, with no new call;
@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from skiptrace import service
+from skiptrace import money
 from skiptrace.bulk import insert_rows, update_rows
 from skiptrace.models import CacheEntry, CallState, ItemStatus, ProviderCall, Run, RunItem
 from skiptrace.provider import PROVIDER, ProviderError, TraceRequest, parse_response
@@ -114,7 +114,7 @@ def reparse(*, call_ids: Sequence[int] | None = None, since: dt.datetime | None 
         report.batches.append(_reparse_batch(batch_id, now=now))
     finished = sorted({r for b in report.served_batches for r in b.runs})
     if finished:
-        service.runs_refresh(finished, now=now, force=True)
+        money.runs_refresh(finished, now=now, force=True)
         _remake_reports(finished)
     return report
 
@@ -157,9 +157,9 @@ def _record(calls: list[ProviderCall], parsed: list, match_count: int, provider_
             holder: ProviderCall, *, now: dt.datetime) -> tuple[int, list[str]]:
     """Inside the caller's transaction: calls completed, cache learned, failed items served."""
     expires = holder.created_at + dt.timedelta(days=settings.CACHE_TTL_DAYS)
-    costs = service.bill_spread(calls, [r.matched for r in parsed], match_count)
+    costs = money.bill_spread(calls, [r.matched for r in parsed], match_count)
     entries: list[CacheEntry] = []
-    answers: dict[int, service.Answer] = {}
+    answers: dict[int, money.Answer] = {}
     for call, res, (cost, extra) in zip(calls, parsed, costs, strict=True):
         contacts = res.to_contacts()
         raw = json.dumps(res.raw, sort_keys=True)
@@ -169,11 +169,11 @@ def _record(calls: list[ProviderCall], parsed: list, match_count: int, provider_
         call.match_count, call.parsed_contacts_json, call.provider_request_id = match_count, contacts_json, provider_request_id
         call.error_text = f"reparsed at {now.isoformat()}; was: {call.error_text or ''}"[:1000]
         entries.append(CacheEntry(
-            provider=PROVIDER, idempotency_key=service.cache_key(call.signature), signature=call.signature,
+            provider=PROVIDER, idempotency_key=money.cache_key(call.signature), signature=call.signature,
             payload_hash=res.payload_hash, response_json=raw, parsed_contacts_json=contacts_json,
             ttl_expires_at=expires, created_at=holder.created_at, last_seen=now, provider_call_id=call.pk,
         ))
-        answers[call.pk] = service.Answer(call.pk, contacts, res.payload_hash, holder.created_at, expires,
+        answers[call.pk] = money.Answer(call.pk, contacts, res.payload_hash, holder.created_at, expires,
                                           stale=expires <= now)
     update_rows(ProviderCall, calls, ["state", "response_json", "payload_hash", "cost_cents", "bill_mismatch",
                                       "matched", "match_count", "parsed_contacts_json", "provider_request_id",
@@ -188,7 +188,7 @@ def _record(calls: list[ProviderCall], parsed: list, match_count: int, provider_
     items = list(RunItem.objects.filter(provider_call_id__in=list(answers), status=ItemStatus.FAILED,
                                         last_error__startswith=UNREADABLE_ERROR_PREFIX).select_related("run"))
     if items:
-        service.conclude_answers([(i, answers[i.provider_call_id]) for i in items], now=now)
+        money.conclude_answers([(i, answers[i.provider_call_id]) for i in items], now=now)
         # A sanitized retry scheduled by an answer reopens its finished run, like a resume does.
         requeued = {i.run_id for i in items if i.status == ItemStatus.QUEUED}
         if requeued:

@@ -9,7 +9,7 @@ import pytest
 
 from skiptrace import service
 from skiptrace.models import GuardState
-from skiptrace.worker import Worker
+from tests import fakes
 
 pytestmark = pytest.mark.django_db
 
@@ -20,20 +20,6 @@ PROM_LINE = re.compile(r'^(convexa_[a-z_]+)(\{[a-z_]+="[^"]*"\})? (-?\d+(?:\.\d+
 def make_lead(n: int, marker: str = "ALWAYSMATCH") -> dict:
     return {"lead_id": f"M-{n:04d}", "first_name": "Kevin", "last_name": "Nguyen",
             "street": f"{300 + n} {marker} Blvd", "city": "Austin", "state": "TX", "zip": "78701"}
-
-
-def create_run(client, leads) -> str:
-    response = client.post_json("/api/skiptrace-runs", {"source_label": "metrics", "leads": leads})
-    assert response.status_code == 200, response.content
-    return response.json()["run_id"]
-
-
-def work() -> None:
-    worker = Worker(concurrency=1)
-    for _ in range(20):
-        if not worker.process_one_batch():
-            return
-    raise AssertionError("the worker never ran out of work")
 
 
 def metrics(client) -> dict:
@@ -157,3 +143,11 @@ def test_health_is_ready_again_once_the_breaker_closes(anon_client):
     GuardState.objects.filter(name="breaker").update(state="closed", next_probe_at=None)
 
     assert anon_client.get("/api/health").json()["provider"] == "ready"
+
+
+def create_run(client, leads) -> str:
+    return fakes.api_create_run(client, leads, "metrics")
+
+
+def work() -> None:
+    fakes.drain()

@@ -30,11 +30,11 @@ from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
+from devtools.sandbox import item_key
 from skiptrace import guards
 from skiptrace.models import OPEN_CALL_STATES, CallState, ItemStatus, ProviderCall, Run, RunItem
 from skiptrace.reports import run_report
 from skiptrace.runs import run_create
-from skiptrace.sandbox import item_key
 from skiptrace.service import Policy
 from tests.test_worker import ROOT, leads, subprocess_env
 

@@ -1,6 +1,6 @@
 """Provider faults through the sandbox: the breaker opens as specified, nothing is lost, every item
 ends ``done`` or ``failed`` with a reason once the fault clears, and the report accounts for every
-item and every cent (CONTRACT.md, "Money and audit invariants" 1, 3 and 4).
+item and every cent (the money and audit invariants 1, 3 and 4 of `skiptrace.money`).
 
 Time is an injected clock: backoffs and the breaker's probe interval pass by ``clock.advance``,
 never by sleeping. Each test works the queue in this thread (``Worker(concurrency=1)`` +
@@ -16,6 +16,7 @@ from collections import Counter
 import pytest
 from django.db.models import Sum
 
+from devtools.sandbox import item_key
 from skiptrace import guards
 from skiptrace.intake import LeadInput
 from skiptrace.models import (
@@ -29,10 +30,11 @@ from skiptrace.models import (
     RunItem,
 )
 from skiptrace.reports import run_report
-from skiptrace.runs import run_create, run_resume
-from skiptrace.sandbox import item_key
-from skiptrace.service import Policy
+from skiptrace.runs import run_resume
 from skiptrace.worker import Worker
+from tests import fakes
+from tests.fakes import MAX_STEPS, drain
+from tests.fakes import leads as make_leads
 
 pytestmark = pytest.mark.django_db
 
@@ -42,35 +44,14 @@ UNREADABLE_FAULTS = ("malformed", "drift", "short")
 UNKNOWN_OUTCOME = {**{f: (CallState.LOST, "provider_outcome_unknown") for f in LOST_FAULTS},
                    **{f: (CallState.UNREADABLE, "provider_unreadable") for f in UNREADABLE_FAULTS}}
 TRANSIENT_FAULTS = ("500", "429")  # errored, cost 0, retried
-MAX_STEPS = 400  # every loop below is bounded
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def make_leads(n: int, prefix: str = "F", word: str = "Oak") -> list[LeadInput]:
-    return [
-        LeadInput(lead_id=f"{prefix}-{i}", first_name="Pat", last_name=f"Owner{i}", street=f"{100 + i} {word} St",
-                  city="Tampa", state="FL", zip="33610")
-        for i in range(n)
-    ]
-
-
-def create(clock, leads: list[LeadInput], label: str = "faults") -> Run:
-    return run_create(source_label=label, leads=leads, policy=Policy(), now=clock()).run
-
-
 def new_worker(clock, batch_size: int | None = None) -> Worker:
     """Built after the settings of the test (timeout, URL) are in place: the client reads them."""
     return Worker(concurrency=1, clock=clock, batch_size=batch_size, idle_sleep_s=0)
-
-
-def drain(worker: Worker) -> int:
-    """Process batches until nothing is claimable now; returns how many batches ran."""
-    for n in range(MAX_STEPS):
-        if not worker.process_one_batch():
-            return n
-    raise AssertionError("the queue never ran dry")
 
 
 def settle(worker: Worker, clock, runs: list[Run], *, step_s: float = 61.0) -> None:
@@ -274,7 +255,7 @@ def test_credential_faults_open_the_breaker_at_the_first_answer(fault, kind, san
     assert all(i.not_before >= clock() + dt.timedelta(seconds=59) for i in items)
 
     # A new run while the breaker is open sends nothing.
-    other = create(clock, make_leads(3, prefix="G", word="Elm"), label="other")
+    other = create(clock, make_leads(3, prefix="G", street_word="Elm"), label="other")
     drain(worker)
     assert sandbox.stats.snapshot()["requests"] == 1
     assert Run.objects.get(pk=other.pk).reason == "circuit_open"
@@ -486,9 +467,9 @@ def test_random_error_mix_loses_nothing_and_accounts_for_every_item_and_cent(san
     settings.CIRCUIT_BREAKER_ERROR_RATE = 0.3
     settings.SKIP_TRACE_MAX_ATTEMPTS = 2  # some leads give up: they must fail with the reason
     sandbox.update_config(error_rate=0.5, seed=11)
-    runs = [create(clock, make_leads(40, prefix=f"M{n}", word=w), label=f"mix{n}") for n, w in enumerate(["Oak", "Elm"])]
+    runs = [create(clock, make_leads(40, prefix=f"M{n}", street_word=w), label=f"mix{n}") for n, w in enumerate(["Oak", "Elm"])]
     # The second run shares 20 leads with the first: they must still be sent at most once per success.
-    runs.append(create(clock, make_leads(20, prefix="M0", word="Oak"), label="mix-dup"))
+    runs.append(create(clock, make_leads(20, prefix="M0", street_word="Oak"), label="mix-dup"))
     worker = new_worker(clock, batch_size=4)
     statuses = [500, 502, 503, 429]
     opened = 0
@@ -568,12 +549,13 @@ def _work_like_the_worker_loop(worker: Worker) -> None:
         pass
 
 
-@pytest.mark.parametrize("target", ["breaker_record", "_record_success"])
+@pytest.mark.parametrize("target", ["breaker_record", "record_answer"])
 def test_a_database_error_after_a_paid_answer_does_not_throw_the_answer_away(
         target, sandbox, clock, settings, monkeypatch):
-    from skiptrace import service
+    from skiptrace import money as service
+    from skiptrace.money import record
 
-    _fail_once(monkeypatch, guards if target == "breaker_record" else service, target)
+    _fail_once(monkeypatch, guards if target == "breaker_record" else record, target)
     run = create(clock, make_leads(3))
     worker = new_worker(clock)
     _work_like_the_worker_loop(worker)
@@ -585,3 +567,7 @@ def test_a_database_error_after_a_paid_answer_does_not_throw_the_answer_away(
     assert max(sandbox.stats.snapshot()["item_keys"].values()) == 1
     assert not ProviderCall.objects.filter(state=CallState.LOST).exists()
     assert set(RunItem.objects.filter(run=run).values_list("status", flat=True)) == {ItemStatus.DONE}
+
+
+def create(clock, leads_: list[LeadInput], label: str = "faults") -> Run:
+    return fakes.create(clock, leads_, label)

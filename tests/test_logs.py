@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from skiptrace.logs import RedactFilter, redact
+from skiptrace.provider import RedactFilter, redact
 
 
 @pytest.mark.parametrize(

@@ -428,7 +428,7 @@ def test_it_maps_dnc_tcpa_and_score_with_safe_defaults() -> None:
         ("Landline", "Land Line"),
         ("land line", "Land Line"),
         ("Wireless", "Mobile"),
-        ("VoIP", "Unknown"),
+        ("VoIP", "VoIP"),
         (None, "Unknown"),
     ],
 )

@@ -1,7 +1,7 @@
 """The provider boundary fails closed: unreadable answers are billed and never paid twice, the spend
 is the provider's bill (matchCount), the breaker is read right before the POST, and V3 is spoken.
 
-Against the bundled simulator (``skiptrace.sandbox``), which can answer V1 or V3 by path, unreadable
+Against the bundled simulator (``devtools.sandbox``), which can answer V1 or V3 by path, unreadable
 200s, and a matchCount above the per-person matches, and which counts what it would bill.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import responses
 from django.core.management import call_command
-from django.db.models import Sum
 
 from contacts.models import Lead, Phone
 from skiptrace import guards, service
@@ -28,6 +27,8 @@ from skiptrace.reports import run_report
 from skiptrace.runs import run_create, run_resume
 from skiptrace.service import BatchOutcome, Policy
 from skiptrace.worker import Worker
+from tests import fakes
+from tests.fakes import drain, spend_cents
 
 pytestmark = pytest.mark.django_db
 
@@ -38,33 +39,17 @@ MAX_STEPS = 400
 
 
 def make_leads(n: int, prefix: str = "B") -> list[LeadInput]:
-    return [
-        LeadInput(lead_id=f"{prefix}-{i}", first_name="Pat", last_name=f"Owner{i}", street=f"{200 + i} Elm St",
-                  city="Tampa", state="FL", zip="33610")
-        for i in range(n)
-    ]
+    return fakes.leads(n, prefix, "Elm", first_number=200)
 
 
-def create(clock, leads, label: str = "boundary") -> Run:
-    return run_create(source_label=label, leads=leads, policy=Policy(), now=clock()).run
-
-
-def drain(worker: Worker) -> None:
-    for _ in range(MAX_STEPS):
-        if not worker.process_one_batch():
-            return
-    raise AssertionError("the queue never ran dry")
+def create(clock, leads_, label: str = "boundary") -> Run:
+    return fakes.create(clock, leads_, label)
 
 
 @pytest.fixture(params=[V1_PATH, V3_PATH], ids=["v1", "v3"])
 def version_path(request, settings, sandbox):
     settings.BATCHDATA_SKIPTRACE_PATH = request.param
     return request.param
-
-
-def spend_cents(run: Run | None = None) -> int:
-    calls = ProviderCall.objects.all() if run is None else ProviderCall.objects.filter(run_id=run.run_id)
-    return calls.aggregate(s=Sum("cost_cents"))["s"] or 0
 
 
 # --- contract: the example bodies parse exactly ----------------------------------------------------------
@@ -279,6 +264,7 @@ def test_v3_insufficient_balance_fails_closed_until_an_operator_acts(sandbox, cl
 
 def test_reparse_serves_stored_answers_without_a_new_provider_call(clock, settings, monkeypatch):
     from skiptrace import provider
+    from skiptrace.provider import v1
 
     settings.BATCHDATA_BASE_URL = "http://127.0.0.1:9"
     settings.CIRCUIT_MIN_SAMPLES = 1000
@@ -291,12 +277,12 @@ def test_reparse_serves_stored_answers_without_a_new_provider_call(clock, settin
                        city="Dallas", state="TX", zip="75247")]
     for person in body["results"]["persons"]:
         person.pop("requestId", None)
-    real = provider._parse_person
+    real = v1.parse_person
 
     def broken(i, person, req):  # a parser bug: today's answers cannot be read
-        raise provider._drift("parser bug: phoneNumbers[0].number")
+        raise provider.unreadable("parser bug: phoneNumbers[0].number")
 
-    monkeypatch.setattr(provider, "_parse_person", broken)
+    monkeypatch.setattr(v1, "parse_person", broken)
     settings.SANITIZED_RETRY_ENABLED = False
     run = run_create(source_label="reparse", leads=leads, policy=Policy(retry_sanitized=False), now=clock()).run
     worker = Worker(concurrency=1, clock=clock, batch_size=10, idle_sleep_s=0)
@@ -309,7 +295,7 @@ def test_reparse_serves_stored_answers_without_a_new_provider_call(clock, settin
     price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
     assert spend_cents() == 3 * price  # outcome unknown: every call at its estimate
 
-    monkeypatch.setattr(provider, "_parse_person", real)  # the parser fix
+    monkeypatch.setattr(v1, "parse_person", real)  # the parser fix
     out = StringIO()
     with responses.RequestsMock():  # any provider request would fail this test
         call_command("skiptrace_reparse", stdout=out)

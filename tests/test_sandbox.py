@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 import requests
 
-from skiptrace.sandbox import (
+from devtools.sandbox import (
     FAULTS,
     SKIPTRACE_PATH,
     SKIPTRACE_PATH_V3,
@@ -499,7 +499,7 @@ def test_command_refuses_a_host_that_is_not_loopback():
     pytest.importorskip("django")
     from django.core.management import CommandError, call_command
 
-    from skiptrace.management.commands.batchdata_sandbox import Command
+    from devtools.management.commands.batchdata_sandbox import Command
 
     for host in ("0.0.0.0", "10.0.0.5", "example.com"):
         with pytest.raises(CommandError, match="loopback"):
@@ -510,7 +510,7 @@ def test_command_serves_until_sigterm_and_exits_cleanly():
     pytest.importorskip("django")
     from django.core.management import call_command
 
-    from skiptrace.management.commands.batchdata_sandbox import Command
+    from devtools.management.commands.batchdata_sandbox import Command
 
     out = io.StringIO()
     seen: dict = {}

@@ -9,12 +9,12 @@ import pytest
 import requests
 import responses
 
-from skiptrace import service
+from skiptrace import money as service
 from skiptrace.intake import LeadInput
 from skiptrace.models import CacheEntry, CallState, ItemStatus, ProviderCall, Run, RunItem
+from skiptrace.money import Policy, counters, reserve, send
 from skiptrace.normalize import idempotency_key
 from skiptrace.runs import run_create, run_resume
-from skiptrace.service import Policy
 from skiptrace.worker import Worker
 
 pytestmark = pytest.mark.django_db
@@ -393,7 +393,7 @@ def test_a_reservation_taken_back_by_the_reaper_is_never_sent(provider, clock):
 
 
 def test_a_big_runs_counters_are_recounted_on_a_spacing_and_it_still_finishes_at_once(provider, clock, monkeypatch):
-    monkeypatch.setattr(service, "EXACT_RECOUNT_MAX_ITEMS", 2)  # make a 5-lead run "big"
+    monkeypatch.setattr(counters, "EXACT_RECOUNT_MAX_ITEMS", 2)  # make a 5-lead run "big"
     run = create(*[lead(f"A-{n}", street=f"{100 + n} Oak St") for n in range(5)], now=clock())
     worker = Worker(concurrency=1, clock=clock, batch_size=2)
     assert worker.process_one_batch()
@@ -410,7 +410,7 @@ def test_a_big_runs_counters_are_recounted_on_a_spacing_and_it_still_finishes_at
 
 
 def test_a_paused_big_runs_counters_catch_up_in_the_workers_housekeeping(provider, clock, monkeypatch):
-    monkeypatch.setattr(service, "EXACT_RECOUNT_MAX_ITEMS", 2)
+    monkeypatch.setattr(counters, "EXACT_RECOUNT_MAX_ITEMS", 2)
     run = create(*[lead(f"A-{n}", street=f"{100 + n} Oak St") for n in range(5)], now=clock())
     worker = Worker(concurrency=1, clock=clock, batch_size=2)
     assert worker.process_one_batch()
@@ -454,7 +454,7 @@ def test_recording_a_paid_answer_outlasts_a_long_busy_database():
         if len(attempts) <= 30:  # ~50 s of "database is locked" (an upload holding the write lock)
             raise OperationalError("database is locked")
 
-    service._retrying(record, sleep=ticking.sleep, monotonic=lambda: ticking.now, give_up_after_s=120)
+    send.retrying(record, sleep=ticking.sleep, monotonic=lambda: ticking.now, give_up_after_s=120)
     assert len(attempts) == 31 and 40 < ticking.now < 120
 
 
@@ -467,7 +467,7 @@ def test_recording_gives_up_when_the_lease_is_over_and_says_so():
         raise OperationalError("database is locked")
 
     with pytest.raises(OperationalError):
-        service._retrying(record, sleep=ticking.sleep, monotonic=lambda: ticking.now, give_up_after_s=30)
+        send.retrying(record, sleep=ticking.sleep, monotonic=lambda: ticking.now, give_up_after_s=30)
     assert 25 <= ticking.now <= 30
 
 
@@ -509,13 +509,13 @@ def test_an_answer_committed_between_the_cache_lookup_and_the_call_check_is_not_
     first = service.items_claim(limit=1, now=clock(), worker_id="w1")
     reserved = service.batch_reserve(first, client=client, now=clock(), outcome=service.BatchOutcome())
     second = service.items_claim(limit=1, now=clock(), worker_id="w2")
-    real = service._calls_by_signature
+    real = reserve.calls_by_signature
 
     def answer_lands_now(signatures, *, now):
         service.batch_send(reserved, client=client, clock=clock, outcome=service.BatchOutcome(), worker_id="w1")
         return real(signatures, now=now)
 
-    monkeypatch.setattr(service, "_calls_by_signature", answer_lands_now)
+    monkeypatch.setattr(reserve, "calls_by_signature", answer_lands_now)
     outcome = service.BatchOutcome()
     assert service.batch_reserve(second, client=client, now=clock(), outcome=outcome) is None
     assert outcome.cached == 1

@@ -7,59 +7,23 @@ the rows; they talk only to the sandbox on 127.0.0.1.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
-from skiptrace.intake import LeadInput
 from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
 from skiptrace.runs import run_create
 from skiptrace.service import Policy
 from skiptrace.worker import Worker
-from tests.conftest import PROVIDER_TOKEN
+from tests.fakes import ROOT, leads, start_worker, subprocess_env  # noqa: F401 - also imported from here
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def leads(n: int, prefix: str = "L", street_word: str = "Oak") -> list[LeadInput]:
-    return [
-        LeadInput(lead_id=f"{prefix}-{i}", first_name="Pat", last_name=f"Owner{i}", street=f"{100 + i} {street_word} St",
-                  city="Tampa", state="FL", zip="33610")
-        for i in range(n)
-    ]
-
-
-def subprocess_env(sandbox_url: str, reports: Path, **extra: str) -> dict[str, str]:
-    """Environment for a worker process that shares this test's database and sandbox."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_DB_PATH")}
-    db = connection.settings_dict
-    if connection.vendor == "postgresql":
-        env["DATABASE_URL"] = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    else:
-        env["SQLITE_DB_PATH"] = str(db["NAME"])
-    env.update(
-        BATCHDATA_BASE_URL=sandbox_url, BATCHDATA_API_TOKEN=PROVIDER_TOKEN, RUN_REPORTS_DIR=str(reports),
-        CONVEXA_IGNORE_DOTENV="1", SKIP_TRACE_RPS="1000", LOG_LEVEL="warning", PROVIDER_TIMEOUT_S="5",
-    )
-    env.update(extra)
-    return env
-
-
-def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "run_skiptrace_worker", *args], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
 
 
 def test_same_lead_from_several_threads_at_once_is_sent_once(sandbox):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from skiptrace import reports, runs
+from skiptrace import admission, reports, runs
 from skiptrace.intake import IntakeError, iter_csv_leads
 from skiptrace.models import Run
-from skiptrace.service import Policy
+from skiptrace.money import Policy
 
 
 class Command(BaseCommand):
@@ -42,6 +42,9 @@ class Command(BaseCommand):
         run = created.run
         self.stdout.write(run.run_id)
         self.stderr.write(f"{created.total} leads, {created.invalid} invalid (failed at intake)")
+        refusal = admission.admit(admission.run_signatures(run), policy=policy, now=run.created_at).refusal
+        if refusal is not None:  # the operator's run is kept: it waits (see skiptrace.admission)
+            self.stderr.write(admission.operator_warning(refusal))
         if options["wait"]:
             self._wait(run, options["concurrency"])
 

@@ -22,12 +22,12 @@ class Command(BaseCommand):
     requires_migrations_checks = False
 
     def add_arguments(self, parser: CommandParser) -> None:
-        from skiptrace import sandbox
+        from devtools import sandbox
 
         sandbox.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from skiptrace import sandbox
+        from devtools import sandbox
 
         host = options.get("host") or "127.0.0.1"
         if not sandbox.is_loopback(host):

@@ -1,0 +1,7 @@
+"""``python -m devtools.sandbox --port 8787``."""
+
+import sys
+
+from devtools.sandbox.cli import main
+
+sys.exit(main())

@@ -1,0 +1,246 @@
+"""Step 3, the reservation: cache again, single flight, the budget cut and the ``provider_calls``
+rows (``reserved``), in one transaction committed before anything is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+
+from skiptrace import guards
+from skiptrace.bulk import insert_rows, update_rows
+from skiptrace.models import (
+    OPEN_CALL_STATES,
+    UNKNOWN_OUTCOME_STATES,
+    AttemptReason,
+    CallState,
+    ProviderCall,
+    Run,
+    RunItem,
+)
+from skiptrace.money.items import BatchOutcome, fail, requeue, serve_from_cache, serve_stale_or_wait
+from skiptrace.money.policy import WAIT_FOR_OTHER_CALL_S, lease_seconds
+from skiptrace.money.trail import log_call
+from skiptrace.normalize import idempotency_key
+from skiptrace.provider import PROVIDER, BatchDataClient, TraceRequest
+from skiptrace.states import PROVIDER_WAIT_REASONS, WaitReason
+
+log = logging.getLogger("convexa.service")
+
+
+@dataclass
+class Reserved:
+    """Calls reserved for one provider HTTP request, and the items each call serves."""
+
+    batch_id: str
+    calls: list[ProviderCall] = field(default_factory=list)
+    requests: list[TraceRequest] = field(default_factory=list)
+    served: dict[int, list[RunItem]] = field(default_factory=dict)  # call id -> items
+    probe: bool = False  # the circuit breaker's half-open probe: sent even though the breaker is open
+    reserved_at: float = field(default_factory=time.monotonic)  # the waits before the POST end by its lease
+
+
+def batch_reserve(
+    items: Sequence[RunItem], *, client: BatchDataClient, now: dt.datetime, outcome: BatchOutcome,
+    worker_id: str = "local",
+) -> Reserved | None:
+    """Cache, single flight, budget and call rows, in one transaction."""
+    with transaction.atomic():
+        pending = serve_from_cache(items, now=now, outcome=outcome)
+        if not pending:
+            return None
+        if not client.configured:
+            requeue(pending, now=now, delay_s=30, reason=WaitReason.PROVIDER_NOT_CONFIGURED)
+            outcome.waiting += len(pending)
+            return None
+        breaker = guards.breaker_check(now)
+        if not breaker.allowed:
+            serve_stale_or_wait(pending, now=now, delay_s=breaker.retry_after, reason=WaitReason.CIRCUIT_OPEN,
+                                 outcome=outcome)
+            outcome.circuit_open = True
+            return None
+        Run.objects.filter(run_id__in={i.run_id for i in pending}, reason__in=PROVIDER_WAIT_REASONS).update(reason=None)
+        by_sig: dict[str, list[RunItem]] = defaultdict(list)
+        for item in pending:
+            by_sig[item.active_signature].append(item)
+        calls_by_sig = calls_by_signature(list(by_sig), now=now)
+        # On PostgreSQL (READ COMMITTED) another worker may have completed a call for one of these
+        # signatures between the cache lookup above and that query: the call reads as final, not
+        # open, and the signature would be paid for a second time. Its cache entry was committed
+        # with it, so a second look at the cache now finds it.
+        settled = [i for sig, state in calls_by_sig.items() if state.final_count and not state.open for i in by_sig[sig]]
+        if settled:
+            unserved = {id(i) for i in serve_from_cache(settled, now=now, outcome=outcome)}
+            for sig in {i.active_signature for i in settled}:
+                by_sig[sig] = [i for i in by_sig[sig] if id(i) in unserved]
+                if not by_sig[sig]:
+                    del by_sig[sig]
+        to_call: list[str] = []
+        for sig, sig_items in by_sig.items():
+            state = calls_by_sig.get(sig)
+            if state and state.open:
+                requeue(sig_items, now=now, delay_s=WAIT_FOR_OTHER_CALL_S, reason=None)
+                outcome.waiting += len(sig_items)
+            elif state and state.lost_recently and not any(i.resend_allowed or i.run.policy_force for i in sig_items):
+                got = ("an answer that could not be read" if state.lost_state == CallState.UNREADABLE
+                       else "no answer")
+                fail(sig_items, now=now, error=f"provider_outcome_unknown: an earlier request for this lead got {got}; "
+                      "resume the run to send it again", call_id=state.lost_call_id)
+                outcome.failed += len(sig_items)
+            else:
+                to_call.append(sig)
+        if not to_call:
+            return None
+        # Budget: cut the batch to what the remaining budget pays at worst case (every record matched).
+        override = [s for s in to_call if all(i.run.override_budget for i in by_sig[s])]
+        capped = [s for s in to_call if s not in set(override)]
+        fits = guards.budget_fit(len(capped), now=now)
+        over = capped[fits:]
+        if over:
+            over_items = [i for s in over for i in by_sig[s]]
+            requeue(over_items, now=now, delay_s=None, reason=WaitReason.DAILY_BUDGET)
+            Run.objects.filter(run_id__in={i.run_id for i in over_items}, override_budget=False).update(
+                soft_paused=True, reason=WaitReason.DAILY_BUDGET
+            )
+            outcome.waiting += len(over_items)
+            outcome.budget_paused = True
+            log.warning("daily budget reached: %d leads wait for budget runs=%s", len(over_items),
+                        ",".join(sorted({i.run_id for i in over_items})))
+        chosen = override + capped[:fits]
+        if not chosen:
+            return None
+        reserved = reserve_calls(chosen, by_sig, calls_by_sig, now=now, outcome=outcome, api=client.api_version,
+                                  worker_id=worker_id)
+        reserved.probe = breaker.probe
+        return reserved
+
+
+@dataclass
+class SignatureCalls:
+    open: bool = False
+    final_count: int = 0
+    lost_recently: bool = False  # lost or unreadable within the TTL, and no answer since
+    lost_call_id: int | None = None
+    lost_state: str = ""
+
+
+def calls_by_signature(signatures: list[str], *, now: dt.datetime) -> dict[str, SignatureCalls]:
+    ttl_start = now - dt.timedelta(days=settings.CACHE_TTL_DAYS)
+    result: dict[str, SignatureCalls] = {}
+    rows = (
+        ProviderCall.objects.filter(provider=PROVIDER, signature__in=signatures)
+        .values("signature", "state", "id", "created_at")
+        .order_by("id")
+    )
+    for row in rows:
+        state = result.setdefault(row["signature"], SignatureCalls())
+        if row["state"] in OPEN_CALL_STATES:
+            state.open = True
+        else:
+            state.final_count += 1
+        if row["state"] in UNKNOWN_OUTCOME_STATES and row["created_at"] >= ttl_start:
+            state.lost_recently, state.lost_call_id, state.lost_state = True, row["id"], row["state"]
+        elif row["state"] == CallState.COMPLETED:
+            state.lost_recently = False  # a later answer settles it
+    return result
+
+
+def reserve_calls(
+    chosen: list[str],
+    by_sig: dict[str, list[RunItem]],
+    calls_by_sig: dict[str, SignatureCalls],
+    *,
+    now: dt.datetime,
+    outcome: BatchOutcome,
+    api: str = "v1",
+    worker_id: str = "local",
+) -> Reserved:
+    batch_id = uuid.uuid4().hex
+    day = guards.budget_day(now)
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    lease = now + dt.timedelta(seconds=lease_seconds())
+    rows: list[ProviderCall] = []
+    for sig in chosen:
+        first = by_sig[sig][0]
+        generation = calls_by_sig[sig].final_count if sig in calls_by_sig else 0
+        request = trace_request(first, request_id=first.lead_id)
+        rows.append(
+            ProviderCall(
+                provider=PROVIDER,
+                idempotency_key=idempotency_key(sig, generation),
+                lead_id=first.lead_id,
+                run_id=first.run_id,
+                request_json=json.dumps(request_audit(request), sort_keys=True),
+                signature=sig,
+                generation=generation,
+                batch_id=batch_id,
+                item_id=first.id,
+                estimate_cents=price,
+                budget_day=day,
+                attempt_reason=first.attempt_reason,
+                predecessor_id=first.predecessor_call_id if first.attempt_reason == AttemptReason.ADDRESS_SANITIZED else None,
+                state=CallState.RESERVED,
+                lease_until=lease,
+                created_at=now,
+                api_version=api,
+                worker_id=worker_id[:64],
+            )
+        )
+    # ON CONFLICT DO NOTHING: a key taken by another worker since we looked means that worker's call
+    # is in flight for this signature; our items wait for its answer (single flight).
+    insert_rows(ProviderCall, rows, conflict=["provider", "idempotency_key"])
+    mine = {c.signature: c for c in ProviderCall.objects.filter(batch_id=batch_id)}
+    reserved = Reserved(batch_id=batch_id)
+    for sig in chosen:
+        sig_items = by_sig[sig]
+        call = mine.get(sig)
+        if call is None:
+            requeue(sig_items, now=now, delay_s=WAIT_FOR_OTHER_CALL_S, reason=None)
+            outcome.waiting += len(sig_items)
+            continue
+        reserved.calls.append(call)
+        reserved.requests.append(trace_request(sig_items[0], request_id=str(call.pk)))
+        reserved.served[call.pk] = sig_items
+        for item in sig_items:
+            item.provider_call, item.lease_until, item.updated_at = call, lease, now
+    update_rows(RunItem, [i for c in reserved.calls for i in reserved.served[c.pk]],
+                ["provider_call", "lease_until", "updated_at"])
+    if reserved.calls:
+        log.info("batch %s reserved: runs=%s calls=%d provider_call_ids=%d..%d", batch_id,
+                 ",".join(sorted({c.run_id or "-" for c in reserved.calls})), len(reserved.calls),
+                 reserved.calls[0].pk, reserved.calls[-1].pk)
+        for call in reserved.calls:
+            log_call("reserved", call.pk, call.run_id, call.lead_id, generation=call.generation,
+                     attempt_reason=call.attempt_reason)
+    return reserved
+
+
+def trace_request(item: RunItem, *, request_id: str) -> TraceRequest:
+    sanitized = item.attempt_reason == AttemptReason.ADDRESS_SANITIZED
+    return TraceRequest(
+        request_id=request_id,
+        street=item.street_sanitized if sanitized else item.street,
+        city=item.city,
+        state=item.state,
+        zip=item.zip,
+        first=item.first,
+        last=item.last,
+    )
+
+
+def request_audit(request: TraceRequest) -> dict:
+    """The sanitized request kept on the call row: what was asked, never a credential."""
+    body = {"propertyAddress": {k: v for k, v in (("street", request.street), ("city", request.city),
+                                                   ("state", request.state), ("zip", request.zip)) if v}}
+    if request.first or request.last:
+        body["name"] = {"first": request.first, "last": request.last}
+    return body
