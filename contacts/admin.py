@@ -1,5 +1,7 @@
 """Contacts in the ops console (``/admin/contacts/``): leads with their callable phones and emails,
-filters for the derived states ops ask about, the lead page with provenance, and the dialer export."""
+filters for the derived states ops ask about (callable, DNC status stale, …), the lead page with
+provenance and why each number has its place, the dialer exports (seed and wide) and the re-trace
+of leads whose DNC status is stale (quoted, then one forced run)."""
 
 from __future__ import annotations
 
@@ -7,17 +9,27 @@ import datetime as dt
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.db.models import Exists, OuterRef, QuerySet
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from contacts import export
+from contacts import export, filters, refresh
 from contacts.models import Email, Lead, Phone
 from skiptrace.admin import badge, call_link, run_link, when
-from skiptrace.dialer import callable_phones, ordered_emails
+from skiptrace.dialer import (
+    PROFILES,
+    freshness_cutoff,
+    normalize_type,
+    ordered_emails,
+    phone_plan,
+    rank_reason,
+)
 from skiptrace.models import ProviderCall, Run, RunItem
 
 RECENT_CHOICES = 15  # how many recent sources / runs the filters offer
@@ -28,11 +40,8 @@ def format_phone(digits: str) -> str:
     return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}" if len(digits) == 10 else digits
 
 
-def _callable_phone() -> Exists:
-    """A number the dialer may call (``Phone.callable``): not DNC/TCPA, not a litigator's or a deceased
-    person's."""
-    return Exists(Phone.objects.filter(lead=OuterRef("pk"), is_dnc=False, is_tcpa=False,
-                                       person_litigator=False, person_deceased=False))
+def _fresh_after():
+    return freshness_cutoff(timezone.now())
 
 
 # --- filters ---------------------------------------------------------------------------------------
@@ -43,17 +52,25 @@ class HasPhoneFilter(admin.SimpleListFilter):
     parameter_name = "has_phone"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Yes (callable)"), ("dnc_only", "Only DNC/TCPA numbers"), ("no", "No phone")]
+        return [("yes", "Yes (callable)"), ("dnc_only", "Only DNC/TCPA numbers"),
+                ("no", "No phone")]
 
     def queryset(self, request, queryset):
-        any_phone = Exists(Phone.objects.filter(lead=OuterRef("pk")))
-        if self.value() == "yes":
-            return queryset.filter(_callable_phone())
-        if self.value() == "dnc_only":
-            return queryset.filter(any_phone).exclude(_callable_phone())
-        if self.value() == "no":
-            return queryset.exclude(any_phone)
-        return queryset
+        return filters.has_phone(queryset, self.value() or "", now=timezone.now())
+
+
+class DncStaleFilter(admin.SimpleListFilter):
+    """Leads with a number kept out of Phone1..3 only because its DNC status is older than
+    ``DNC_MAX_AGE_DAYS``: what the "Re-trace stale DNC" action and ``manage.py refresh_stale`` refresh."""
+
+    title = "DNC status"
+    parameter_name = "dnc_stale"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "DNC status stale"), ("no", "No stale DNC status")]
+
+    def queryset(self, request, queryset):
+        return filters.dnc_stale(queryset, self.value() or "", now=timezone.now())
 
 
 class HasEmailFilter(admin.SimpleListFilter):
@@ -64,12 +81,7 @@ class HasEmailFilter(admin.SimpleListFilter):
         return [("yes", "Yes"), ("no", "No")]
 
     def queryset(self, request, queryset):
-        any_email = Exists(Email.objects.filter(lead=OuterRef("pk")))
-        if self.value() == "yes":
-            return queryset.filter(any_email)
-        if self.value() == "no":
-            return queryset.exclude(any_email)
-        return queryset
+        return filters.has_email(queryset, self.value() or "")
 
 
 class UpdatedSinceFilter(admin.SimpleListFilter):
@@ -81,11 +93,7 @@ class UpdatedSinceFilter(admin.SimpleListFilter):
         return [("1d", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("never", "Never traced")]
 
     def queryset(self, request, queryset):
-        if self.value() in self.WINDOWS:
-            return queryset.filter(contacts_updated_at__gte=timezone.now() - self.WINDOWS[self.value()])
-        if self.value() == "never":
-            return queryset.filter(contacts_updated_at__isnull=True)
-        return queryset
+        return filters.updated_since(queryset, self.value() or "", now=timezone.now())
 
 
 class SourceFilter(admin.SimpleListFilter):
@@ -104,11 +112,7 @@ class SourceFilter(admin.SimpleListFilter):
         return [(label, label) for label in labels]
 
     def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(
-                Exists(RunItem.objects.filter(lead_id=OuterRef("pk"), run__source_label=self.value()))
-            )
-        return queryset
+        return queryset.filter(filters.of_source(self.value())) if self.value() else queryset
 
 
 class RunFilter(admin.SimpleListFilter):
@@ -125,9 +129,7 @@ class RunFilter(admin.SimpleListFilter):
         return choices
 
     def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(Exists(RunItem.objects.filter(lead_id=OuterRef("pk"), run_id=self.value())))
-        return queryset
+        return queryset.filter(filters.of_run(self.value())) if self.value() else queryset
 
 
 class CachedFilter(admin.SimpleListFilter):
@@ -138,13 +140,7 @@ class CachedFilter(admin.SimpleListFilter):
         return [("yes", "Cached only"), ("stale", "Stale (expired cache)"), ("no", "Fresh from the provider")]
 
     def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.filter(cached=True)
-        if self.value() == "stale":
-            return queryset.filter(cached=True, stale=True)
-        if self.value() == "no":
-            return queryset.filter(cached=False, contacts_updated_at__isnull=False)
-        return queryset
+        return filters.cached(queryset, self.value() or "")
 
 
 # --- the lead page's contacts ------------------------------------------------------------------------
@@ -198,10 +194,21 @@ class PhoneInline(ContactInline):
     model = Phone
     model_fields = ("number", "type", "is_dnc", "is_tcpa", "confidence", "rank", "carrier", "tested",
                     "reachable", "person_name", "person_is_owner", "person_litigator", "person_deceased",
-                    "source", "position")
-    fields = readonly_fields = ("phone", "person", "type", "is_dnc", "is_tcpa", "confidence", "rank",
-                                "carrier", "tested", "reachable", "source", "dialer", "call", "call_run")
-    verbose_name_plural = "phones (provider order)"
+                    "dnc_checked_at", "source", "position")
+    fields = readonly_fields = ("phone", "person", "line_type", "is_dnc", "is_tcpa", "dnc_checked", "confidence",
+                                "rank", "carrier", "tested", "reachable", "source", "dialer", "call", "call_run")
+    verbose_name_plural = "phones (provider order)"  # the dialer's order and why: the lead's "Dialer row"
+
+    @admin.display(description="Type")
+    def line_type(self, p: Phone) -> str:
+        return normalize_type(p.type)
+
+    @admin.display(description="DNC checked")
+    def dnc_checked(self, p: Phone) -> str:
+        if p.dnc_checked_at is None:
+            return format_html("not known {}", badge("stale", "#d97706"))
+        stale = p.dnc_stale(_fresh_after())
+        return format_html("{}{}", when(p.dnc_checked_at), format_html(" {}", badge("stale", "#d97706")) if stale else "")
 
     @admin.display(description="Number")
     def phone(self, p: Phone) -> str:
@@ -215,7 +222,11 @@ class PhoneInline(ContactInline):
 
     @admin.display(description="Dialer")
     def dialer(self, p: Phone) -> str:
-        return badge("callable", "#15803d") if p.callable else badge("excluded", "#b91c1c")
+        if p.blocked:
+            return badge("excluded", "#b91c1c")
+        if p.dnc_stale(_fresh_after()):
+            return badge("DNC stale", "#d97706")
+        return badge("callable", "#15803d")
 
 
 class EmailInline(ContactInline):
@@ -239,11 +250,12 @@ class LeadAdmin(admin.ModelAdmin):
     list_display = ("lead", "address", "owner", "phone1", "phone2", "phone3", "email1", "email2", "email3",
                     "updated", "cached_badge")
     list_display_links = ("lead",)
-    list_filter = (HasPhoneFilter, HasEmailFilter, UpdatedSinceFilter, SourceFilter, CachedFilter, RunFilter)
+    list_filter = (HasPhoneFilter, DncStaleFilter, HasEmailFilter, UpdatedSinceFilter, SourceFilter, CachedFilter,
+                   RunFilter)
     search_fields = ("lead_id", "owner", "first_name", "last_name", "street")
     list_per_page = 50
     empty_value_display = ""  # six contact columns of dashes hide the numbers that are there
-    actions = ("export_dialer_csv",)
+    actions = ("export_dialer_csv", "export_wide_csv", "refresh_stale_dnc")
     inlines = (PhoneInline, EmailInline)
     fieldsets = (
         ("Lead", {"fields": ("lead_id", "owner", "address", "first_name", "last_name", "street", "city", "state",
@@ -255,7 +267,8 @@ class LeadAdmin(admin.ModelAdmin):
     readonly_fields = tuple(f for _, spec in fieldsets for f in spec["fields"])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Lead]:
-        return export.with_contacts(super().get_queryset(request).annotate(has_callable_phone=_callable_phone()))
+        callable_now = filters.callable_phone(_fresh_after())
+        return export.with_contacts(super().get_queryset(request).annotate(has_callable_phone=callable_now))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # leads come in with an upload (Runs → Upload a lead list)
@@ -268,12 +281,21 @@ class LeadAdmin(admin.ModelAdmin):
 
     # -- columns: one computation per lead from the prefetched phones and emails --
 
-    def _dialer(self, lead: Lead) -> tuple[list[str], list[str], int]:
+    def _plan(self, lead: Lead) -> list:
+        plan = getattr(lead, "_dialer_plan", None)
+        if plan is None:
+            contacts = lead._dialer_contacts = export.lead_contacts(lead)
+            plan = lead._dialer_plan = phone_plan(contacts, fresh_after=_fresh_after())
+        return plan
+
+    def _dialer(self, lead: Lead) -> tuple[list[str], list[str], int, int]:
         cells = getattr(lead, "_dialer_cells", None)
         if cells is None:
-            contacts = export.lead_contacts(lead)
-            phones, excluded = callable_phones(contacts)
-            cells = lead._dialer_cells = (phones, ordered_emails(contacts), excluded)
+            plan = self._plan(lead)
+            phones = [e.digits for e in plan if e.callable]
+            excluded = sum(1 for e in plan if e.blocked)
+            stale = sum(1 for e in plan if e.flags and not e.blocked)
+            cells = lead._dialer_cells = (phones, ordered_emails(lead._dialer_contacts), excluded, stale)
         return cells
 
     def _phone(self, lead: Lead, n: int) -> str:
@@ -345,13 +367,31 @@ class LeadAdmin(admin.ModelAdmin):
 
     @admin.display(description="Dialer row")
     def dialer_preview(self, lead: Lead) -> str:
-        phones, emails, excluded = self._dialer(lead)
+        phones, emails, excluded, stale = self._dialer(lead)
         of_persons = len({p.number for p in lead.phones.all() if p.person_litigator or p.person_deceased})
-        return format_html(
-            "Phones: {} · Emails: {} · DNC/TCPA excluded: {}{}",
-            ", ".join(format_phone(p) for p in phones) or "—", ", ".join(emails) or "—", excluded,
-            f" ({of_persons} of a litigator or deceased person)" if of_persons else "",
+        summary = format_html(
+            "Phones: {} · Emails: {} · DNC/TCPA excluded: {}{} · DNC status stale: {}",
+            ", ".join(format_phone(p) for p in phones[:3]) or "—", ", ".join(emails[:3]) or "—", excluded,
+            f" ({of_persons} of a litigator or deceased person)" if of_persons else "", stale,
         )
+        return format_html('{}<ol class="ops-dialer-order">{}</ol>', summary, self._placement(lead))
+
+    def _placement(self, lead: Lead) -> str:
+        """One line per number: its place (Phone1..3, callable beyond 3, or not dialed) and why."""
+        lines = []
+        place = 0
+        for e in self._plan(lead):
+            reason = rank_reason(e.phone, e.person)
+            if e.callable:
+                place += 1
+                where = f"Phone{place}" if place <= 3 else f"callable #{place} (beyond Phone3)"
+                lines.append((format_phone(e.digits), where, reason))
+            else:
+                why = ", ".join({"dnc": "on DNC", "tcpa": "TCPA flagged", "litigator": "person is a litigator",
+                                 "deceased": "person is deceased", "dnc_stale": "DNC status stale"}[f]
+                                for f in e.flag_text().split("|"))
+                lines.append((format_phone(e.digits), "not dialed", why))
+        return format_html_join("", "<li>{} — {}: {}</li>", lines)
 
     @admin.display(description="Runs")
     def runs(self, lead: Lead) -> str:
@@ -373,18 +413,64 @@ class LeadAdmin(admin.ModelAdmin):
     def export_dialer_csv(self, request: HttpRequest, queryset: QuerySet[Lead]) -> HttpResponse:
         return export.dialer_csv_response(queryset)
 
-    def export_view(self, request: HttpRequest) -> HttpResponse:
-        """Every lead matching the changelist's current filters and search, in its order."""
-        if not self.has_view_permission(request):
-            from django.core.exceptions import PermissionDenied
+    @admin.action(description="Export selected to the wide CSV (10 phones with flags, 5 emails)", permissions=["view"])
+    def export_wide_csv(self, request: HttpRequest, queryset: QuerySet[Lead]) -> HttpResponse:
+        return export.dialer_csv_response(queryset, profile="wide")
 
+    @admin.action(description="Re-trace selected leads whose DNC status is stale (quote first)",
+                  permissions=["refresh"])
+    def refresh_stale_dnc(self, request: HttpRequest, queryset: QuerySet[Lead]) -> HttpResponse | None:
+        """First a page with the quote; on its "Re-trace" button, ONE forced run of the stale leads."""
+        now = timezone.now()
+        stale = refresh.stale_leads(now=now, leads=queryset.prefetch_related(None))
+        inputs = refresh.lead_inputs(stale.iterator(chunk_size=2000))
+        if not inputs:
+            self.message_user(request, "None of the selected leads has a stale DNC status: nothing to re-trace.",
+                              messages.WARNING)
+            return None
+        if request.POST.get("confirm") == "yes":
+            run = refresh.refresh(inputs, now=now)
+            self.message_user(request, f"Run {run.run_id} created: {run.total} lead(s) re-traced (force); "
+                                       "the worker sends them inside the budget.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:skiptrace_run_change", args=[run.pk]))
+        quote = refresh.quote(inputs, now=now)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Re-trace leads whose DNC status is stale",
+            "opts": self.model._meta,
+            "quote": quote,
+            "quote_lines": quote.lines(),
+            "selected": queryset.count(),
+            "lead_ids": [lead.lead_id for lead in inputs],
+            "worst_case_usd": f"{quote.worst_case_cents / 100:,.2f}",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "action": "refresh_stale_dnc",
+        }
+        return TemplateResponse(request, "admin/contacts/lead/refresh_confirm.html", context)
+
+    def has_refresh_permission(self, request: HttpRequest) -> bool:
+        """Re-tracing spends money: the same right as starting a run (skiptrace | run | add)."""
+        return request.user.has_perm("skiptrace.add_run")
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """Every lead matching the changelist's current filters and search, in its order
+        (``?profile=wide`` for the wide CSV)."""
+        if not self.has_view_permission(request):
             raise PermissionDenied
+        profile = request.GET.get("profile", export.DEFAULT_PROFILE)
+        if profile not in PROFILES:
+            self.message_user(request, f"Unknown export profile {profile!r}; nothing was exported.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:contacts_lead_changelist"))
+        if "profile" in request.GET:  # not a filter of the changelist
+            params = request.GET.copy()
+            del params["profile"]
+            request.GET = params
         try:
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters:
             self.message_user(request, "Those filters are not valid; nothing was exported.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:contacts_lead_changelist"))
-        return export.dialer_csv_response(changelist.get_queryset(request))
+        return export.dialer_csv_response(changelist.get_queryset(request), profile=profile)
 
     def get_urls(self):
         return [

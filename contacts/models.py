@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import models
 from django.utils import timezone
 
@@ -42,7 +44,7 @@ class Lead(models.Model):
 class Phone(models.Model):
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="phones")
     number = models.CharField(max_length=16)  # E.164, +1XXXXXXXXXX
-    type = models.CharField(max_length=16, default="Unknown")
+    type = models.CharField(max_length=16, default="Unknown")  # Mobile | Landline | VoIP | Unknown
     is_dnc = models.BooleanField(default=False)
     is_tcpa = models.BooleanField(default=False)
     confidence = models.IntegerField(null=True, blank=True)
@@ -61,6 +63,9 @@ class Phone(models.Model):
     person_is_owner = models.BooleanField(null=True, blank=True)  # the property owner; null: not said (V1)
     person_litigator = models.BooleanField(default=False)
     person_deceased = models.BooleanField(default=False)
+    # when the provider checked this number's DNC status: the time of the answer that carried the flag
+    # (the provider call's finished_at; a cached re-run keeps it). Null: not known, i.e. stale.
+    dnc_checked_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         db_table = "lead_phones"
@@ -70,9 +75,24 @@ class Phone(models.Model):
         return f"phone of {self.lead_id}"
 
     @property
+    def blocked(self) -> bool:
+        """Never dialed whatever its age: a DNC or TCPA number, or a litigator's or deceased person's."""
+        return self.is_dnc or self.is_tcpa or self.person_litigator or self.person_deceased
+
+    def dnc_stale(self, fresh_after: dt.datetime | None) -> bool:
+        """Its DNC status is older than the cut-off (``skiptrace.dialer.freshness_cutoff``)."""
+        return fresh_after is not None and (self.dnc_checked_at is None or self.dnc_checked_at < fresh_after)
+
+    def callable_at(self, fresh_after: dt.datetime | None) -> bool:
+        """What the dialer may call: not :attr:`blocked` and a fresh DNC status."""
+        return not self.blocked and not self.dnc_stale(fresh_after)
+
+    @property
     def callable(self) -> bool:
-        """What the dialer may call: never a DNC or TCPA number, nor a litigator's or deceased person's."""
-        return not (self.is_dnc or self.is_tcpa or self.person_litigator or self.person_deceased)
+        """Callable now (``DNC_MAX_AGE_DAYS``): not blocked, DNC status fresh."""
+        from skiptrace.dialer import freshness_cutoff
+
+        return self.callable_at(freshness_cutoff(timezone.now()))
 
 
 class Email(models.Model):

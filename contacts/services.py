@@ -11,6 +11,7 @@ from django.db import transaction
 
 from contacts.models import Email, Lead, Phone
 from skiptrace.bulk import insert_rows, row_factory, update_rows
+from skiptrace.dialer import normalize_type
 
 SOURCE = "batchdata"
 # Plain rows, not model instances: Model.__init__ costs about 60 µs, and a batch of 100 answers
@@ -62,6 +63,8 @@ class ContactsUpdate:
     provider_call_id: int | None
     cached: bool
     stale: bool
+    # when the provider gave this answer (the DNC time of its phones); None: looked up (see below)
+    answered_at: dt.datetime | None = None
 
 
 def leads_upsert(leads: Sequence[Lead]) -> None:
@@ -77,11 +80,48 @@ def leads_upsert(leads: Sequence[Lead]) -> None:
     )
 
 
+def _answer_times(updates: Sequence[ContactsUpdate], *, now: dt.datetime) -> dict[str, dt.datetime | None]:
+    """When each answer was given (its phones' ``dnc_checked_at``), by lead id, in at most two queries.
+
+    ``answered_at`` when the caller knows it; else, for a cached answer, the ``created_at`` of the
+    cache entry written from its call (the provider did not check again), then the call's
+    ``finished_at``; for a fresh answer, the call's ``finished_at``, else ``now``. A cached answer
+    whose time cannot be found keeps None: its numbers read as stale, never as freshly checked.
+    """
+    from skiptrace.models import CacheEntry, ProviderCall
+
+    times: dict[str, dt.datetime | None] = {}
+    call_ids = {u.provider_call_id for u in updates if u.answered_at is None and u.provider_call_id is not None}
+    cached_ids = {u.provider_call_id for u in updates if u.answered_at is None and u.cached} & call_ids
+    entry_at: dict[int, dt.datetime] = {}
+    if cached_ids:
+        for call_id, created in CacheEntry.objects.filter(provider_call_id__in=cached_ids).values_list(
+            "provider_call_id", "created_at"
+        ):
+            entry_at[call_id] = min(created, entry_at.get(call_id, created))
+    finished: dict[int, dt.datetime | None] = {}
+    if call_ids - set(entry_at):
+        finished = dict(ProviderCall.objects.filter(id__in=call_ids - set(entry_at)).values_list("id", "finished_at"))
+    for u in updates:
+        if u.answered_at is not None:
+            times[u.lead_id] = u.answered_at
+        elif u.provider_call_id is None:
+            times[u.lead_id] = None if u.cached else now
+        elif u.provider_call_id in entry_at:
+            times[u.lead_id] = entry_at[u.provider_call_id]
+        else:
+            at = finished.get(u.provider_call_id)
+            times[u.lead_id] = at if at is not None or u.cached else now
+    return times
+
+
 def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) -> None:
     """Replace each lead's contacts with its answer, keeping the provenance (call, cached, stale).
 
     A lead whose contacts already come from the answering call (a cached re-run) keeps its phone
-    and email rows: they are that call's contacts already, so only the provenance is updated.
+    and email rows: they are that call's contacts already, so only the provenance is updated (and
+    the phones keep their DNC time: the provider did not check them again). Phone types are stored
+    normalized (Mobile / Landline / VoIP / Unknown).
     """
     latest = {u.lead_id: u for u in updates}  # one lead twice in a batch: the last answer wins
     if not latest:
@@ -91,9 +131,11 @@ def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) 
     with transaction.atomic():
         current = dict(Lead.objects.filter(lead_id__in=list(latest)).values_list("lead_id", "provider_call_id"))
         replace = [lid for lid, u in latest.items() if u.provider_call_id is None or current.get(lid) != u.provider_call_id]
+        answered = _answer_times([latest[lid] for lid in replace], now=now) if replace else {}
         for lead_id in replace:
             u = latest[lead_id]
             contacts = u.contacts
+            checked_at = answered[lead_id]
             if contacts.get("persons") or contacts.get("litigator"):
                 persons, unknown = _person_fields(contacts)
             else:  # old-shaped contacts (no persons): nothing to look up
@@ -101,13 +143,13 @@ def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) 
             for n, p in enumerate(contacts.get("phones") or []):
                 name, owner, litigator, deceased = _person(persons, unknown, p.get("person"))
                 phones.append(_phone_row(
-                    lead_id=u.lead_id, number=p["number"], type=p.get("type") or "Unknown",
+                    lead_id=u.lead_id, number=p["number"], type=normalize_type(p.get("type")),
                     is_dnc=bool(p.get("isDoNotCall")), is_tcpa=bool(p.get("isTcpa")), confidence=p.get("confidence"),
                     source=SOURCE, provider_call_id=u.provider_call_id, position=n,
                     rank=_int_or_none(p.get("rank")), carrier=_str_or_none(p.get("carrier")),
                     tested=_bool_or_none(p.get("tested")), reachable=_bool_or_none(p.get("reachable")),
                     person_name=name, person_is_owner=owner, person_litigator=litigator,
-                    person_deceased=deceased,
+                    person_deceased=deceased, dnc_checked_at=checked_at,
                 ))
             for n, e in enumerate(contacts.get("emails") or []):
                 name, owner, _, _ = _person(persons, _NO_PERSON, e.get("person"))

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 
+from contacts import export, filters
 from contacts.models import Email, Lead, Phone
 from skiptrace.api import api_auth, error
+from skiptrace.dialer import PROFILES, freshness_cutoff, normalize_type
 from skiptrace.views import valid_id
 
 
@@ -30,6 +33,8 @@ def lead_contacts(request: HttpRequest, lead_id: str) -> HttpResponse:
     lead = Lead.objects.filter(lead_id=lead_id).prefetch_related("phones", "emails").first() if valid_id(lead_id) else None
     if lead is None:
         return error("NotFound", 404, f"no lead {lead_id!r}")
+    now = timezone.now()
+    fresh_after = freshness_cutoff(now)
     return JsonResponse({
         "leadId": lead.lead_id,
         "cached": lead.cached,
@@ -39,9 +44,11 @@ def lead_contacts(request: HttpRequest, lead_id: str) -> HttpResponse:
         "providerCallId": lead.provider_call_id,
         "runId": lead.run_id,
         "phones": [
-            {"number": p.number, "type": p.type, "isDoNotCall": p.is_dnc, "isTcpa": p.is_tcpa,
+            {"number": p.number, "type": normalize_type(p.type), "isDoNotCall": p.is_dnc, "isTcpa": p.is_tcpa,
              "confidence": p.confidence, "source": p.source, "rank": p.rank, "carrier": p.carrier,
-             "tested": p.tested, "reachable": p.reachable, "person": _phone_person(p), "callable": p.callable}
+             "tested": p.tested, "reachable": p.reachable, "person": _phone_person(p),
+             "callable": p.callable_at(fresh_after), "dncCheckedAt": _iso(p.dnc_checked_at),
+             "dncStale": p.dnc_stale(fresh_after)}
             for p in lead.phones.all()
         ],
         "emails": [
@@ -50,3 +57,19 @@ def lead_contacts(request: HttpRequest, lead_id: str) -> HttpResponse:
             for e in lead.emails.all()
         ],
     })
+
+
+@api_auth(("GET",))
+def contacts_export(request: HttpRequest) -> HttpResponse:
+    """``GET /api/exports/contacts.csv?profile=seed|wide&run_id=&…filters``: the console's export, streamed."""
+    params = request.GET
+    profile = params.get("profile", export.DEFAULT_PROFILE)
+    if profile not in PROFILES:
+        return error("ValidationError", 400, f"profile: must be one of {', '.join(PROFILES)}",
+                     fields={"profile": f"must be one of {', '.join(PROFILES)}"})
+    now = timezone.now()
+    try:
+        leads = filters.apply(Lead.objects.order_by("lead_id"), params, now=now)
+    except filters.FilterError as exc:
+        return error("ValidationError", 400, str(exc), fields={exc.name: exc.why})
+    return export.dialer_csv_response(leads, profile=profile, now=now)

@@ -19,18 +19,38 @@ import re
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When, Window
+from django.db.models import (
+    BooleanField,
+    Case,
+    CharField,
+    Count,
+    ExpressionWrapper,
+    F,
+    Min,
+    Q,
+    Sum,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import Coalesce, Left, RowNumber, StrIndex, Trim
 from django.utils import timezone
 
-from skiptrace.dialer import contact_cells, row_from_cells, write_dialer_csv
-from skiptrace.models import OPEN_CALL_STATES, CallState, ItemStatus, ProviderCall, Run, RunItem
+from skiptrace import guards
+from skiptrace.dialer import (
+    ALL_STALE,
+    Cells,
+    contact_cells,
+    freshness_cutoff,
+    row_from_cells,
+    write_dialer_csv,
+)
+from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
 
 REPORT_NAME = "report.json"
 CSV_NAME = "enriched.csv"
@@ -95,12 +115,16 @@ def _atomic_write(path: Path, write: Callable[[TextIO], Any], *, encoding: str) 
     return result
 
 
-def write_run_artifacts(run: Run) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``enriched.csv`` of ``run``; set ``run.report_written_at``."""
+def write_run_artifacts(run: Run, *, now: datetime | None = None) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``enriched.csv`` of ``run``; set ``run.report_written_at``.
+
+    The CSV's DNC freshness is judged at ``now`` (default: the current time) against each answer's
+    time (its provider call's ``finished_at``; a cache hit's call is the one that fetched it).
+    """
     report_path, csv_path = artifact_paths(run.run_id)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     # One pass over the items writes the CSV and tallies the report's hit rate and samples.
-    scan = _ContactScan()
+    scan = _ContactScan(fresh_after=freshness_cutoff(now or timezone.now()))
     _atomic_write(
         csv_path,
         lambda fh: write_dialer_csv(_dialer_rows(run, scan), fh, _rows_are_safe=True),
@@ -112,10 +136,34 @@ def write_run_artifacts(run: Run) -> tuple[Path, Path]:
         lambda fh: json.dump(report, fh, ensure_ascii=False, indent=2),
         encoding="utf-8",
     )
-    written_at = timezone.now()
+    written_at = now or timezone.now()
     Run.objects.filter(pk=run.pk).update(report_written_at=written_at)
     run.report_written_at = written_at
     return report_path, csv_path
+
+
+def dnc_expiry(run: Run) -> datetime | None:
+    """When the first number of the run's ``enriched.csv`` goes stale: its oldest answer's time plus
+    ``DNC_MAX_AGE_DAYS`` (None when no done item has an answer). One aggregate query."""
+    oldest = RunItem.objects.filter(run_id=run.pk, status=ItemStatus.DONE, provider_call__isnull=False).aggregate(
+        oldest=Min("provider_call__finished_at"))["oldest"]
+    if oldest is None:
+        return None
+    return oldest + timedelta(days=settings.DNC_MAX_AGE_DAYS)
+
+
+def refresh_artifacts_if_stale(run: Run, *, now: datetime | None = None) -> bool:
+    """Write the run's files again when the ``enriched.csv`` on disk was written before one of its
+    numbers' DNC status went stale (so a download never hands out a number as freshly checked that
+    is not). Returns True when it rewrote them. For the download views: call before serving the CSV."""
+    now = now or timezone.now()
+    if run.finished_at is None or run.report_written_at is None:
+        return False
+    expiry = dnc_expiry(run)
+    if expiry is None or now < expiry or run.report_written_at >= expiry:
+        return False
+    write_run_artifacts(run, now=now)
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,11 +203,12 @@ class _CallFacts:
         self.contacts = contacts
         self.has_phone = _has_any(contacts, "phones")
         self.has_email = _has_any(contacts, "emails")
-        self._cells: tuple[list[str], str] | None = None
+        self._cells: Cells | None = None
 
-    def cells(self, source: str) -> tuple[list[str], str]:
+    def cells(self, source: str, *, checked_at: datetime | None, fresh_after: datetime | None) -> Cells:
+        """The dialer cells (the same for every item the call serves: one answer time, one cut-off)."""
         if self._cells is None:
-            self._cells = contact_cells(self.contacts, source)
+            self._cells = contact_cells(self.contacts, source, checked_at=checked_at, fresh_after=fresh_after)
         return self._cells
 
 
@@ -168,8 +217,9 @@ class _ContactScan:
     LRU keyed by call id: cache hits of one run share a call) and tallies, over the done items, how
     many have a phone / an email, keeping the first few enriched item ids as samples."""
 
-    def __init__(self, maxsize: int = CONTACTS_CACHE_SIZE) -> None:
+    def __init__(self, maxsize: int = CONTACTS_CACHE_SIZE, *, fresh_after: datetime | None = None) -> None:
         self.maxsize = maxsize
+        self.fresh_after = fresh_after  # the DNC freshness cut-off of the CSV rows
         self._facts: OrderedDict[int, _CallFacts] = OrderedDict()
         self.phone_any = 0
         self.email_any = 0
@@ -198,9 +248,14 @@ class _ContactScan:
 
 
 def _dialer_rows(run: Run, scan: _ContactScan) -> Iterator[list[str]]:
+    # the answer's time (its call's finished_at; a cache hit's call is the one that fetched it) against
+    # the DNC freshness cut-off; NULL (no time) reads as stale
+    fresh_after = scan.fresh_after or ALL_STALE
+    answer_fresh = ExpressionWrapper(Q(provider_call__finished_at__gte=fresh_after), output_field=BooleanField())
     rows = (
         RunItem.objects.filter(run_id=run.pk)
         .order_by("position", "id")
+        .annotate(answer_fresh=answer_fresh)
         .values_list(
             "id",
             "lead_id",
@@ -211,29 +266,34 @@ def _dialer_rows(run: Run, scan: _ContactScan) -> Iterator[list[str]]:
             "provider_call_id",
             "provider_call__provider",
             "provider_call__parsed_contacts_json",
+            "answer_fresh",
         )
     )
     done = ItemStatus.DONE.value
-    for item_id, lead_id, address, owner, cached, status, call_id, provider, raw in rows.iterator(
+    fresh_after = scan.fresh_after
+    for item_id, lead_id, address, owner, cached, status, call_id, provider, raw, fresh in rows.iterator(
         chunk_size=CHUNK_SIZE
     ):
         cells = None
         if status == done and call_id is not None:
             facts = scan.facts(call_id, raw)
             scan.tally(item_id, facts)
-            cells = facts.cells(provider or DEFAULT_SOURCE)
+            # The answer's time is compared in SQL (no datetime per row to convert): a fresh answer is
+            # passed as checked at the cut-off itself, a stale or unknown one as not checked.
+            checked_at = fresh_after if fresh else None
+            cells = facts.cells(provider or DEFAULT_SOURCE, checked_at=checked_at, fresh_after=fresh_after)
         yield row_from_cells(
             lead_id=lead_id, address=address or "", owner=owner or "", cells=cells, cached=cached
         )
 
 
-def iter_run_dialer_rows(run: Run) -> Iterator[list[str]]:
+def iter_run_dialer_rows(run: Run, *, now: datetime | None = None) -> Iterator[list[str]]:
     """One dialer row per item of ``run``, by position; failed/unmatched items keep an empty row.
 
     One streamed query (items joined to their call, only the columns the CSV needs); a done item's
-    contact cells are computed once per distinct provider call.
+    contact cells are computed once per distinct provider call. DNC freshness is judged at ``now``.
     """
-    return _dialer_rows(run, _ContactScan())
+    return _dialer_rows(run, _ContactScan(fresh_after=freshness_cutoff(now or timezone.now())))
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,26 +314,6 @@ def _usd(cents: int | None) -> float:
 
 def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
-
-
-def _budget_spent_cents_today() -> int:
-    """Today's provider spend (budget day in SKIP_TRACE_BUDGET_TZ): the cost of settled calls plus
-    the estimate of calls still reserved or sent.
-
-    Delegates to ``skiptrace.guards.budget_spent_cents_today`` once that exists, so the report and
-    the guard agree on one number.
-    """
-    from skiptrace import guards
-
-    fn = getattr(guards, "budget_spent_cents_today", None)
-    if callable(fn):
-        return int(fn() or 0)
-    today = timezone.now().astimezone(ZoneInfo(settings.SKIP_TRACE_BUDGET_TZ)).date()
-    agg = ProviderCall.objects.filter(budget_day=today).aggregate(
-        spent=Sum("cost_cents", filter=~Q(state__in=OPEN_CALL_STATES), default=0),
-        in_flight=Sum("estimate_cents", filter=Q(state__in=OPEN_CALL_STATES), default=0),
-    )
-    return int(agg["spent"]) + int(agg["in_flight"])
 
 
 def _item_counts(run: Run) -> dict[str, int]:
@@ -462,7 +502,7 @@ def _build_report(run: Run, scan: _ContactScan | None) -> dict:
         "cache_hit_ratio": round(items["cached_hits"] / served, 4) if served else 0.0,
         "budgets": {
             "daily_cap_usd": _usd(settings.SKIP_TRACE_DAILY_BUDGET_CENTS),
-            "spent_usd": _usd(_budget_spent_cents_today()),
+            "spent_usd": _usd(guards.budget_spent_cents_today(generated_at)),
             "soft_paused": bool(run.soft_paused),
         },
         "errors": _error_groups(run, items["failed"]),

@@ -101,7 +101,8 @@ def lead_with_contacts(lead_id: str, phones: list[dict], emails: list[dict] | No
     )
     Phone.objects.bulk_create(
         Phone(lead=lead, number=p["number"], type=p.get("type") or "Unknown", is_dnc=p.get("isDoNotCall", False),
-              is_tcpa=p.get("isTcpa", False), confidence=p.get("confidence"), provider_call=call, position=n)
+              is_tcpa=p.get("isTcpa", False), confidence=p.get("confidence"), provider_call=call, position=n,
+              dnc_checked_at=p.get("dncCheckedAt", timezone.now()))  # a fresh answer unless said otherwise
         for n, p in enumerate(phones)
     )
     Email.objects.bulk_create(
@@ -726,8 +727,8 @@ def test_export_action_streams_the_dialer_csv_of_the_selected_leads(admin_client
     rows = csv_rows(response)
     assert rows[0] == DIALER_HEADER
     assert rows[1] == ["L-1", "4410 Oak Hollow Dr, Tampa, FL 33610", "Denise Alvarez", "8135550103", "8135550101",
-                       "", "owner1@example.com", "", "", "batchdata", "batchdata", "no", "2"]
-    assert rows[2][0] == "L-2" and rows[2][3:6] == ["", "", ""] and rows[2][-2:] == ["yes", "1"]
+                       "", "owner1@example.com", "", "", "batchdata", "batchdata", "no", "2", "0"]
+    assert rows[2][0] == "L-2" and rows[2][3:6] == ["", "", ""] and rows[2][-3:] == ["yes", "1", "0"]
 
 
 def test_export_all_matching_follows_the_filters_and_search(admin_client, contacts_data):

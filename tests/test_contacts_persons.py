@@ -92,7 +92,7 @@ OLD_CONTACTS = {
     "emails": [{"address": "old@example.com", "isPrimary": True, "confidence": 80}],
 }
 OLD_ROW = ["O-1", ADDRESS, OWNER, "7275550103", "7275550101", "", "old@example.com", "", "",
-           "batchdata", "batchdata", "no", "1"]
+           "batchdata", "batchdata", "no", "1", "0"]
 
 
 @pytest.fixture(autouse=True)
@@ -151,7 +151,7 @@ def test_phone_rows_carry_their_person_and_the_v3_fields():
     assert (deceased.tested, deceased.reachable) == (False, None)
 
     assert {n for n, p in phones.items() if not p.callable} == NEVER_DIALED
-    assert phones[OWNER_LANDLINE].callable and phones[OWNER_LANDLINE].type == "Land Line"
+    assert phones[OWNER_LANDLINE].callable and phones[OWNER_LANDLINE].type == "Landline"  # "Land Line" normalized
 
     emails = list(Email.objects.filter(lead_id="V-1"))
     assert [(e.address, e.person_name, e.person_is_owner, e.rank, e.tested) for e in emails] == [
@@ -206,8 +206,8 @@ def test_dialer_functions_leave_out_litigator_and_deceased_numbers_and_count_the
     assert numbers == ["8135550142", "8135550143"]
     assert excluded == int(V3_EXCLUDED)
 
-    cells, excluded_cell = contact_cells(V3_CONTACTS)
-    assert cells[:3] == V3_PHONES and excluded_cell == V3_EXCLUDED
+    cells, excluded_cell, stale_cell = contact_cells(V3_CONTACTS)
+    assert cells[:3] == V3_PHONES and excluded_cell == V3_EXCLUDED and stale_cell == "0"
 
     row = as_dict(dialer_row(lead_id="V-1", address=ADDRESS, owner=OWNER, contacts=V3_CONTACTS, cached=False))
     assert [row["Phone1"], row["Phone2"], row["Phone3"]] == V3_PHONES
@@ -272,7 +272,7 @@ def make_run_item(run: Run, lead_id: str, contacts: dict, position: int) -> None
     call = ProviderCall.objects.create(
         provider="batchdata", idempotency_key=f"key-{lead_id}", signature=f"sig-{lead_id}", lead_id=lead_id,
         run_id=run.run_id, request_json="{}", state="completed", batch_id="batch-1",
-        budget_day=timezone.now().date(), parsed_contacts_json=json.dumps(contacts),
+        budget_day=timezone.now().date(), parsed_contacts_json=json.dumps(contacts), finished_at=timezone.now(),
     )
     RunItem.objects.create(run=run, lead_id=lead_id, status="done", idem_key=f"idem-{lead_id}",
                            provider_call=call, position=position, address_display=ADDRESS,
@@ -299,13 +299,14 @@ def test_enriched_csv_console_export_and_admin_export_leave_the_same_numbers_out
 
 def test_the_console_export_reads_the_person_flags_of_the_rows_not_only_dnc(admin_client):
     lead = Lead.objects.create(lead_id="R-1", address=ADDRESS, owner=OWNER, source="batchdata")
+    now = timezone.now()
     Phone.objects.bulk_create([
         Phone(lead=lead, number="+18135550301", type="Mobile", person_name="Harold Vance",
-              person_is_owner=False, person_litigator=True, position=0),
+              person_is_owner=False, person_litigator=True, position=0, dnc_checked_at=now),
         Phone(lead=lead, number="+18135550302", type="Mobile", person_name="Margaret Alvarez",
-              person_deceased=True, position=1),
+              person_deceased=True, position=1, dnc_checked_at=now),
         Phone(lead=lead, number="+18135550303", type="Land Line", person_name="Denise M Alvarez",
-              person_is_owner=True, position=2),
+              person_is_owner=True, position=2, dnc_checked_at=now),
     ])
     row = as_dict(admin_export(admin_client)["R-1"])
     assert [row["Phone1"], row["Phone2"], row["Phone3"]] == ["8135550303", "", ""]
@@ -331,6 +332,8 @@ def test_contacts_api_gives_each_phone_and_email_its_person(api_client):
     body = api_client.get("/api/leads/V-1/contacts").json()
     phones = {p["number"]: p for p in body["phones"]}
     assert list(phones) == [p["number"] for p in V3_CONTACTS["phones"]]
+    checked_at = phones[OWNER_MOBILE].pop("dncCheckedAt")
+    assert checked_at.endswith("Z") and phones[OWNER_MOBILE].pop("dncStale") is False
     assert phones[OWNER_MOBILE] == {
         "number": OWNER_MOBILE, "type": "Mobile", "isDoNotCall": False, "isTcpa": False, "confidence": None,
         "source": "batchdata", "rank": 1, "carrier": "T-Mobile", "tested": True, "reachable": True,
@@ -350,8 +353,9 @@ def test_contacts_api_gives_each_phone_and_email_its_person(api_client):
 def test_contacts_api_for_old_shaped_contacts_keeps_its_keys_with_null_persons(api_client):
     save("O-1", OLD_CONTACTS)
     body = api_client.get("/api/leads/O-1/contacts").json()
+    assert body["phones"][0].pop("dncCheckedAt") and body["phones"][0].pop("dncStale") is False
     assert body["phones"][0] == {
-        "number": "+17275550101", "type": "Land Line", "isDoNotCall": False, "isTcpa": False,
+        "number": "+17275550101", "type": "Landline", "isDoNotCall": False, "isTcpa": False,
         "confidence": 95, "source": "batchdata", "rank": None, "carrier": None, "tested": None,
         "reachable": None, "person": None, "callable": True,
     }
@@ -379,6 +383,21 @@ def test_lead_page_shows_whose_number_it_is_with_the_flags(admin_client):
     assert "(813) 555-0142" in page  # numbers shown as before
     assert "DNC/TCPA excluded: 4 (3 of a litigator or deceased person)" in page
     assert "d.alvarez@example.com" in page
+
+
+def test_lead_page_says_why_each_number_has_its_place(admin_client):
+    save("V-1", V3_CONTACTS)
+    page = admin_client.get(f"{LEADS}V-1/change/").content.decode()
+    order = re.findall(r"<li>(\(\d{3}\) \d{3}-\d{4}) — ([^<]*)</li>", page)
+    assert order == [
+        ("(813) 555-0142", "Phone1: property owner · tested reachable mobile · rank 1"),
+        ("(813) 555-0143", "Phone2: property owner · known unreachable · rank 5"),
+        ("(813) 555-0146", "not dialed: on DNC"),  # the others in the same order: owners' first
+        ("(813) 555-0144", "not dialed: person is a litigator"),
+        ("(813) 555-0145", "not dialed: person is deceased"),
+        ("(813) 555-0147", "not dialed: person is a litigator"),
+    ]
+    assert "DNC status stale: 0" in page
 
 
 def test_lead_page_of_old_shaped_contacts_renders_without_persons(admin_client):

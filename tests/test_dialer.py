@@ -48,7 +48,7 @@ def csv_text(rows) -> str:
 def test_header_is_the_dialer_column_order():
     assert DIALER_HEADER == [
         "LeadID", "Address", "Owner", "Phone1", "Phone2", "Phone3", "Email1", "Email2", "Email3",
-        "Phone1_source", "Email1_source", "Cached", "DNC_Excluded",
+        "Phone1_source", "Email1_source", "Cached", "DNC_Excluded", "DNC_Stale",
     ]  # fmt: skip
 
 
@@ -209,7 +209,7 @@ def test_write_quotes_every_field_and_ends_lines_with_crlf():
 
 def test_write_returns_rows_written_and_prefixes_cells_built_elsewhere():
     fh = io.StringIO()
-    n = write_dialer_csv([["=x"] + [""] * 12, ["ok"] + [""] * 12], fh)
+    n = write_dialer_csv([["=x"] + [""] * 13, ["ok"] + [""] * 13], fh)
     assert n == 2
     assert fh.getvalue().splitlines()[1].startswith('"\'=x"')
 
@@ -262,11 +262,18 @@ def test_numbers_of_a_litigator_or_deceased_person_are_excluded_and_counted_like
     assert r["DNC_Excluded"] == "3"
 
 
-def test_persons_without_flags_leave_the_row_as_it_was():
+def test_owners_without_flags_leave_the_row_as_it_was():
     c = contacts([phone("+18135550001", "Land Line", confidence=99), phone("+18135550002", confidence=40),
                   phone("+18135550003", dnc=True)], [email("a@example.com", primary=True)])
-    v3 = with_persons(c, [person("Owner"), person("Spouse", owner=False)], [0, 1, 1])
+    v3 = with_persons(c, [person("Owner"), person("Co-owner")], [0, 1, 1])
     assert row(v3) == row(c)
+
+
+def test_a_property_owners_landline_comes_before_a_non_owners_mobile():
+    c = contacts([phone("+18135550001", "Land Line", confidence=99), phone("+18135550002", confidence=40)])
+    v3 = with_persons(c, [person("Owner"), person("Spouse", owner=False)], [0, 1])
+    r = as_dict(row(v3))
+    assert (r["Phone1"], r["Phone2"]) == ("8135550001", "8135550002")
 
 
 def test_a_number_listed_for_the_owner_and_for_a_litigator_is_left_out_once():

@@ -37,11 +37,15 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def make_lead(lead_id: str, *, owner: str, address: str, phones=(), emails=(), cached: bool = False) -> Lead:
+def make_lead(lead_id: str, *, owner: str, address: str, phones=(), emails=(), cached: bool = False,
+              checked_at=None) -> Lead:
+    """A lead with phone rows whose DNC status was checked at ``checked_at`` (default: now, fresh)."""
+    now = timezone.now()
     lead = Lead.objects.create(lead_id=lead_id, owner=owner, address=address, source="batchdata", cached=cached,
-                               contacts_updated_at=timezone.now())
+                               contacts_updated_at=now)
     Phone.objects.bulk_create(
-        Phone(lead=lead, number=number, type=type_, is_dnc=dnc, is_tcpa=tcpa, confidence=confidence, position=n)
+        Phone(lead=lead, number=number, type=type_, is_dnc=dnc, is_tcpa=tcpa, confidence=confidence, position=n,
+              dnc_checked_at=checked_at or now)
         for n, (number, type_, dnc, tcpa, confidence) in enumerate(phones)
     )
     Email.objects.bulk_create(

@@ -76,6 +76,8 @@ def make_call(
     fields.setdefault("batch_id", "batch-1")
     fields.setdefault("budget_day", today())
     fields.setdefault("estimate_cents", 7)
+    if fields["state"] == "completed":
+        fields.setdefault("finished_at", timezone.now())  # the answer's time: its phones' DNC time
     return ProviderCall.objects.create(
         provider="batchdata",
         idempotency_key=f"key-{n}",
@@ -311,18 +313,18 @@ def test_budgets_show_cap_todays_spend_with_in_flight_estimates_and_soft_pause(s
     assert budgets == {"daily_cap_usd": 200.0, "spent_usd": 0.77, "soft_paused": True}
 
 
-def test_budget_spend_is_computed_here_when_the_guard_has_no_helper(monkeypatch):
-    monkeypatch.delattr(guards, "budget_spent_cents_today", raising=False)
-    run = make_mixed_run()
-    make_call("run-x", cost_cents=100, budget_day=today() - timedelta(days=1))
-    make_call("run-x", cost_cents=0, state="reserved", estimate_cents=14)
-    make_call("run-x", cost_cents=0, state="sent", estimate_cents=21)
-    assert run_report(run)["budgets"]["spent_usd"] == 0.77
+def test_budget_spend_is_the_guards_one_definition(monkeypatch):
+    """The report's day's spend is ``guards.budget_spent_cents_today`` (one definition, at the report's time)."""
+    asked = []
 
+    def spent(now=None):
+        asked.append(now)
+        return 12_345
 
-def test_budget_spend_comes_from_the_guard_helper(monkeypatch):
-    monkeypatch.setattr(guards, "budget_spent_cents_today", lambda: 12_345, raising=False)
+    monkeypatch.setattr(guards, "budget_spent_cents_today", spent)
     assert run_report(make_run())["budgets"]["spent_usd"] == 123.45
+    assert len(asked) == 1 and asked[0] is not None
+    assert not hasattr(reports, "_budget_spent_cents_today")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -462,7 +464,7 @@ def test_run_dialer_rows_follow_item_position_and_keep_failed_leads():
     assert by_id["L4"]["Email1"] == "unit@example.com" and by_id["L4"]["Phone1"] == ""
     for lead in ("L0", "L5", "L6"):
         assert all(by_id[lead][k] == "" for k in DIALER_HEADER[3:11])
-        assert by_id[lead]["DNC_Excluded"] == "0"
+        assert by_id[lead]["DNC_Excluded"] == "0" and by_id[lead]["DNC_Stale"] == "0"
         assert by_id[lead]["Address"] == f"{lead} Main St, Tampa, FL 33610"
 
 
