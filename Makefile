@@ -40,7 +40,7 @@ test-postgres: install
 	DATABASE_URL="$(PG_URL)" $(PY) -m pytest $(PG_SKIP)
 
 serve: migrate
-	exec $(VENV)/bin/gunicorn convexa.wsgi:application --bind 0.0.0.0:$${PORT:-6001} --workers $${WEB_CONCURRENCY:-2} --threads 4 --timeout $${GUNICORN_TIMEOUT:-300} --access-logfile -
+	exec $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 worker: migrate
 	$(PY) manage.py run_skiptrace_worker

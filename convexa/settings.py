@@ -86,6 +86,8 @@ CIRCUIT_MIN_SAMPLES = E.integer("CIRCUIT_MIN_SAMPLES", 30, minimum=1, maximum=10
 CIRCUIT_PROBE_INTERVAL_S = E.number("CIRCUIT_PROBE_INTERVAL_S", 60.0, minimum=0, exclusive_minimum=True, maximum=86_400)
 CACHE_TTL_DAYS = E.number("CACHE_TTL_DAYS", 7.0, minimum=0, exclusive_minimum=True, maximum=3650)
 L1_CACHE_TTL_S = 600
+# A National DNC status older than this is stale: never dialed (16 CFR 310.4(b)(3)(iv): 31 days); 0 = all stale.
+DNC_MAX_AGE_DAYS = E.number("DNC_MAX_AGE_DAYS", 31.0, minimum=0, maximum=3650)
 SANITIZED_RETRY_ENABLED = E.boolean("SANITIZED_RETRY_ENABLED", True)
 ADMIN_TOKEN = E.optional_text("ADMIN_TOKEN")
 ARTIFACT_URL_TTL_S = E.integer("ARTIFACT_URL_TTL_S", 3600, minimum=1, maximum=30 * 86_400)
@@ -94,6 +96,24 @@ if not RUN_REPORTS_DIR.is_absolute():
     RUN_REPORTS_DIR = BASE_DIR / RUN_REPORTS_DIR
 MAX_REQUEST_BYTES = 50 * 1024 * 1024
 MAX_LEADS_PER_REQUEST = 100_000
+# Webhooks (more endpoints can be added in the console; this one is the endpoint named "env")
+WEBHOOK_URL = E.optional_text("WEBHOOK_URL")
+WEBHOOK_SECRET = E.optional_text("WEBHOOK_SECRET")
+if WEBHOOK_URL:
+    from django.core.exceptions import ImproperlyConfigured
+
+    if not WEBHOOK_URL.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"WEBHOOK_URL={WEBHOOK_URL!r} is not valid: must start with http:// or https://")
+    if not WEBHOOK_SECRET or len(WEBHOOK_SECRET) < 16:
+        raise ImproperlyConfigured("WEBHOOK_SECRET is not valid: WEBHOOK_URL is set, so a secret of 16+ characters "
+                                   "is needed to sign the events")
+WEBHOOK_RETRY_HOURS = E.number("WEBHOOK_RETRY_HOURS", 24.0, minimum=0, exclusive_minimum=True, maximum=24 * 14)
+# Admin login throttling (django-axes): this many failures per user and address lock it for the cool-off.
+AXES_FAILURE_LIMIT = E.integer("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=100)
+AXES_COOLOFF_TIME = E.number("LOGIN_COOLOFF_MINUTES", 15.0, minimum=0, exclusive_minimum=True, maximum=24 * 60) / 60
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 # --- Django ----------------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -105,6 +125,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "skiptrace",
     "contacts",
+    "devtools",  # the BatchData sandbox and manage.py batchdata_sandbox (no models)
+    "integrations",
+    "axes",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First, so that a locked-out login is refused before the password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 MIDDLEWARE = [
@@ -118,6 +147,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a lock-out into its answer (403 with the cool-off).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "convexa.urls"

@@ -160,7 +160,8 @@ def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
 
 
 def start_gunicorn(env: dict[str, str], port: int, log_path: Path, *, workers: int = 2, threads: int = 4) -> subprocess.Popen:
-    return _spawn([str(BIN / "gunicorn"), "convexa.wsgi:application", "--bind", f"127.0.0.1:{port}",
+    # The repository's gunicorn.conf.py (its access-log format), with this test's bind and sizes.
+    return _spawn([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
                    "--workers", str(workers), "--threads", str(threads), "--timeout", "60"], env, log_path)
 
 

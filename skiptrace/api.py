@@ -41,8 +41,13 @@ class BadJson(ValueError):
     pass
 
 
-def api_auth(methods: tuple[str, ...] = ("GET",), *, json_body: bool = False) -> Callable[[View], View]:
-    """Checks the method and bearer token, and parses a JSON body into ``request.json`` once."""
+def api_auth(
+    methods: tuple[str, ...] = ("GET",), *, json_body: bool = False, scope: str | None = None
+) -> Callable[[View], View]:
+    """Checks the method, the bearer credential and its scope, and parses a JSON body into
+    ``request.json`` once. The scope needed is ``read`` for GET and ``write`` otherwise, unless
+    given; ``request.principal`` is who asked (``integrations.keys.Principal``)."""
+    from integrations.keys import authenticate
 
     def decorator(view: View) -> View:
         @functools.wraps(view)
@@ -51,10 +56,16 @@ def api_auth(methods: tuple[str, ...] = ("GET",), *, json_body: bool = False) ->
                 response = error("MethodNotAllowed", 405, f"use {' or '.join(methods)}")
                 response["Allow"] = ", ".join(methods)
                 return response
-            if not token_ok(request.headers.get("Authorization")):
-                if not settings.ADMIN_TOKEN:
+            principal = authenticate(request.headers.get("Authorization"))
+            if principal is None:
+                if not settings.ADMIN_TOKEN and not _any_api_key():
                     return error("Unauthorized", 401, "the API is closed: ADMIN_TOKEN is not set on the server")
-                return error("Unauthorized", 401, "missing or wrong bearer token")
+                return error("Unauthorized", 401, "missing, wrong or revoked bearer token")
+            needed = scope or ("read" if request.method in ("GET", "HEAD") else "write")
+            if not principal.allows(needed):
+                return error("Forbidden", 403, f"this key's scope is {principal.scope}; {needed} is needed",
+                             scope=principal.scope, required_scope=needed)
+            request.principal = principal  # type: ignore[attr-defined]
             if json_body:
                 try:
                     request.json = parse_json_body(request)  # type: ignore[attr-defined]
@@ -66,6 +77,22 @@ def api_auth(methods: tuple[str, ...] = ("GET",), *, json_body: bool = False) ->
         return wrapper
 
     return decorator
+
+
+def _any_api_key() -> bool:
+    from integrations.models import ApiKey
+
+    return ApiKey.objects.filter(revoked_at__isnull=True).exists()
+
+
+def require_scope(request: HttpRequest, needed: str) -> JsonResponse | None:
+    """Inside a view: a 403 when the caller's scope is below ``needed`` (e.g. a budget override)."""
+    principal = getattr(request, "principal", None)
+    if principal is None or not principal.allows(needed):
+        have = principal.scope if principal is not None else "none"
+        return error("Forbidden", 403, f"this key's scope is {have}; {needed} is needed",
+                     scope=have, required_scope=needed)
+    return None
 
 
 def _content_length(request: HttpRequest) -> int:

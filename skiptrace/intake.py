@@ -540,6 +540,9 @@ def _checked_lead(cells: list[str], extra: list[str], row_number: int) -> LeadIn
 # JSON
 
 
+JSON_LEAD_KEYS = frozenset(("lead_id", *TEXT_FIELDS))
+
+
 def parse_json_leads(leads: Any, *, max_leads: int = MAX_LEADS) -> list[LeadInput]:
     """Validate the ``leads`` member of a JSON body and return its leads in order.
 
@@ -547,7 +550,9 @@ def parse_json_leads(leads: Any, *, max_leads: int = MAX_LEADS) -> list[LeadInpu
     bad value ("leads[3].zip": "must be a string"), at most ``MAX_FIELD_ERRORS`` of them. A
     well-typed lead that cannot run (no street, say) is returned; the caller fails it via
     ``normalize.lead_problem``. A field longer than ``MAX_FIELD_CHARS`` sets ``problem`` as for
-    a CSV row. ``lead_id`` is required (1..64 characters once stripped); unknown keys are ignored.
+    a CSV row. ``lead_id`` is required (1..64 characters once stripped). An unknown key is an
+    error naming it ("leads[0].forst_name": "unknown key"): a misspelt field would otherwise send
+    the lead without it.
     """
     if not isinstance(leads, list):
         raise LeadValidationError({"leads": "must be a list"})
@@ -564,6 +569,9 @@ def parse_json_leads(leads: Any, *, max_leads: int = MAX_LEADS) -> list[LeadInpu
         if not isinstance(item, dict):
             errors[f"leads[{i}]"] = "must be an object"
             continue
+        for key in item:
+            if key not in JSON_LEAD_KEYS:
+                errors[f"leads[{i}].{str(key)[:64]}"] = "unknown key"
         lead_id = item.get("lead_id")
         if lead_id is None:
             errors[f"leads[{i}].lead_id"] = "is required"

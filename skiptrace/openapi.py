@@ -73,7 +73,9 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Unauthorized": _error_schema("Unauthorized"),
-    "Forbidden": _error_schema("Forbidden"),
+    "Forbidden": _error_schema("Forbidden", {"scope": {"enum": ["read", "write", "admin", "none"]},
+                                             "required_scope": {"enum": ["read", "write", "admin"]}}),
+    "IdempotencyConflict": _error_schema(["IdempotencyConflict", "Conflict"]),
     "NotFound": _error_schema("NotFound"),
     "PayloadTooLarge": _error_schema("PayloadTooLarge"),
     "ValidationError": _error_schema(
@@ -90,8 +92,12 @@ SCHEMAS: dict[str, Any] = {
     "BudgetPause": _error_schema(
         "BudgetPause",
         {"reason": {"const": "daily_budget"},
-         "retry_after": {**_RETRY_AFTER, "description": "seconds to the next budget day"}},
-        required=("reason", "retry_after"),
+         "retry_after": {**_RETRY_AFTER, "description": "seconds to the next budget day"},
+         "daily_cap_usd": {"type": "number", "minimum": 0},
+         "spent_usd": {"type": "number", "minimum": 0,
+                       "description": "today's spend: settled cost plus the worst case of what is in flight"},
+         "resets_at": {**_DATETIME, "description": "when the next budget day starts"}},
+        required=("reason", "retry_after", "daily_cap_usd", "spent_usd", "resets_at"),
     ),
     "CircuitOpen": _error_schema(
         ["CircuitOpen", "ProviderNotConfigured", "ProviderUnavailable"],
@@ -106,10 +112,11 @@ SCHEMAS: dict[str, Any] = {
             "A lead needs a street and either a zip or city+state. A value of the wrong JSON type is "
             "refused with 400 naming the lead's index and field. A well-typed lead that cannot run (no "
             f"street, a bad zip or state, a text field over {MAX_FIELD_CHARS} characters, a zip over 16 "
-            "or a state over 32) is accepted as a `failed` item with `invalid_input: <why>`. Extra keys "
-            "are ignored."
+            "or a state over 32) is accepted as a `failed` item with `invalid_input: <why>`. An unknown "
+            "key is a 400 naming it."
         ),
         "required": ["lead_id"],
+        "additionalProperties": False,
         "properties": {
             "lead_id": {"type": "string", "minLength": 1, "maxLength": MAX_LEAD_ID_CHARS, "pattern": _NOT_BLANK,
                         "description": f"1-{MAX_LEAD_ID_CHARS} characters, not all blank; surrounding blanks "
@@ -124,6 +131,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Policy": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {
             "force": {**_nullable(_BOOL), "description": "re-fetch even when cached"},
             "fallback": {**_nullable(_BOOL),
@@ -135,6 +143,7 @@ SCHEMAS: dict[str, Any] = {
     "RunCreateRequest": {
         "type": "object",
         "required": ["leads"],
+        "additionalProperties": False,
         "properties": {
             "source_label": {**_nullable({"type": "string", "maxLength": 200})},
             "leads": {"type": "array", "minItems": 1, "maxItems": MAX_LEADS, "items": _ref("Lead"),
@@ -145,6 +154,7 @@ SCHEMAS: dict[str, Any] = {
     "SkiptraceRequest": {
         "type": "object",
         "required": ["lead"],
+        "additionalProperties": False,
         "properties": {"lead": _ref("Lead"), "policy": _nullable(_ref("Policy"))},
     },
     # --- answers --------------------------------------------------------------------------------
@@ -153,6 +163,12 @@ SCHEMAS: dict[str, Any] = {
         "required": ["run_id", "total", "invalid"],
         "properties": {"run_id": _STR, "total": _INT0,
                        "invalid": {**_INT0, "description": "leads failed at intake (invalid_input)"}},
+    },
+    "RunList": {
+        "type": "object",
+        "required": ["runs", "next"],
+        "properties": {"runs": {"type": "array", "items": _ref("RunStatus")},
+                       "next": {**_nullable(_STR), "description": "cursor of the next page; null on the last"}},
     },
     "RunStatus": {
         "type": "object",
@@ -270,6 +286,9 @@ SCHEMAS: dict[str, Any] = {
             "tested": _nullable(_BOOL),
             "reachable": _nullable(_BOOL),
             "callable": _BOOL,
+            "dncCheckedAt": {**_nullable(_DATETIME), "description": "when the provider checked the DNC status "
+                                                                    "(the answer's time; null: not known)"},
+            "dncStale": {**_BOOL, "description": "the DNC status is older than DNC_MAX_AGE_DAYS"},
             "person": {"type": ["object", "integer", "null"],
                        "description": "the person the number belongs to: an object (contacts API) or an index "
                                       "into `persons` (POST /api/skiptrace)"},
@@ -400,7 +419,20 @@ RESPONSES: dict[str, Any] = {
     "ValidationError": _json(_ref("ValidationError"), "the request is not well-formed; `fields` says why"),
     "PayloadTooLarge": _json(_ref("PayloadTooLarge"), f"more than {MAX_LEADS} leads or a body over 50 MB"),
     "BudgetPause": _json(_ref("BudgetPause"), "today's skip-trace budget is spent", _RETRY_AFTER_HEADER),
+    "Forbidden": _json(_ref("Forbidden"), "the API key's scope does not allow this (read < write < admin)"),
+    "IdempotencyConflict": _json(_ref("IdempotencyConflict"),
+                                 "the Idempotency-Key was used with another body, or its first request is still at "
+                                 "work past 30 s (retry), or failed meanwhile (send again)"),
 }
+
+_IDEMPOTENCY_PARAM = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+    "description": "any unique string: the same key and body within 24 h answers what the first request "
+                   "answered (the same run_id), concurrently too, with the header `Idempotent-Replayed: true`; "
+                   "the same key with another body is 409",
+}
+
 
 
 def _r(name: str) -> dict[str, str]:
@@ -425,7 +457,7 @@ def _run_links() -> dict[str, Any]:
     run_id = {"run_id": "$response.body#/run_id"}
     return {name: {"operationId": op, "parameters": run_id}
             for name, op in (("status", "runStatus"), ("report", "runReport"), ("artifacts", "runArtifacts"),
-                             ("resume", "runResume"))}
+                             ("resume", "runResume"), ("pause", "runPause"))}
 
 
 PATHS: dict[str, Any] = {
@@ -458,9 +490,29 @@ PATHS: dict[str, Any] = {
             "401": _r("Unauthorized"),
         },
     }},
-    "/api/skiptrace-runs": {"post": {
+    "/api/skiptrace-runs": {"get": {
+        "operationId": "runList",
+        "summary": "Runs, newest first, a page at a time (read scope)",
+        "parameters": [
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "string", "pattern": "^(?:[1-9][0-9]?|1[0-9]{2}|200)$"},
+             "description": "1-200 runs a page (default 50)"},
+            {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "the `next` of the page before (opaque: any other value is a 400)"},
+            {"name": "state", "in": "query", "required": False,
+             "schema": {"enum": ["queued", "running", "paused", "finished"]}},
+            {"name": "label", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
+             "description": "source_label, exactly"},
+        ],
+        "responses": {
+            "200": _json(_ref("RunList"), "a page of runs"),
+            "400": _r("ValidationError"),
+            "401": _r("Unauthorized"),
+        },
+    }, "post": {
         "operationId": "runCreate",
-        "summary": "Create a run from JSON leads; workers take it from the queue",
+        "summary": "Create a run from JSON leads; workers take it from the queue (write scope)",
+        "parameters": [_IDEMPOTENCY_PARAM],
         "requestBody": {"required": True, "content": {_JSON_BODY: {
             "schema": _ref("RunCreateRequest"),
             "example": {"source_label": "September list", "leads": [_EXAMPLE_LEAD], "policy": _EXAMPLE_POLICY},
@@ -470,6 +522,8 @@ PATHS: dict[str, Any] = {
                     "links": _run_links()},
             "400": _r("ValidationError"),
             "401": _r("Unauthorized"),
+            "403": _r("Forbidden"),
+            "409": _r("IdempotencyConflict"),
             "413": _r("PayloadTooLarge"),
             "429": _r("BudgetPause"),
         },
@@ -487,14 +541,27 @@ PATHS: dict[str, Any] = {
         "parameters": [
             _run_id_param(),
             {"name": "overrideBudget", "in": "query", "required": False, "schema": {"enum": ["0", "1"]},
-             "description": "1: let this run go on past today's cap"},
+             "description": "1: let this run go on past today's cap (admin scope)"},
         ],
         "responses": {
             "200": _json(_ref("ResumeResult"), "items requeued"),
             "400": _r("ValidationError"),
             "401": _r("Unauthorized"),
+            "403": _r("Forbidden"),
             "404": _r("NotFound"),
             "429": _r("BudgetPause"),
+        },
+    }},
+    "/api/skiptrace-runs/{run_id}/pause": {"post": {
+        "operationId": "runPause",
+        "summary": "An operator's pause: in-flight requests finish, nothing new is claimed (write scope)",
+        "parameters": [_run_id_param()],
+        "responses": {
+            "200": _json(_ref("RunStatus"), "the run's status, paused"),
+            "401": _r("Unauthorized"),
+            "403": _r("Forbidden"),
+            "404": _r("NotFound"),
+            "409": _json(_ref("IdempotencyConflict"), "the run is finished"),
         },
     }},
     "/api/skiptrace-runs/{run_id}/report": {"get": {
@@ -535,7 +602,8 @@ PATHS: dict[str, Any] = {
     }},
     "/api/skiptrace": {"post": {
         "operationId": "skiptraceOne",
-        "summary": "Skip-trace one lead now (a one-item run, traceable like any other)",
+        "summary": "Skip-trace one lead now (a one-item run, traceable like any other; write scope)",
+        "parameters": [_IDEMPOTENCY_PARAM],
         "requestBody": {"required": True, "content": {_JSON_BODY: {
             "schema": _ref("SkiptraceRequest"),
             "example": {"lead": _EXAMPLE_LEAD, "policy": _EXAMPLE_POLICY},
@@ -546,6 +614,8 @@ PATHS: dict[str, Any] = {
                                            "parameters": {"lead_id": "$response.body#/lead_id"}}}},
             "400": _r("ValidationError"),
             "401": _r("Unauthorized"),
+            "403": _r("Forbidden"),
+            "409": _r("IdempotencyConflict"),
             "413": _r("PayloadTooLarge"),
             "429": _r("BudgetPause"),
             "502": _json(_ref("ProviderError"), "the provider failed this lead"),
@@ -562,6 +632,39 @@ PATHS: dict[str, Any] = {
                         "description": "the lead's id, percent-encoded (an id from a CSV may hold '/': send %2F)"}],
         "responses": {"200": _json(_ref("Contacts"), "the contacts"), "401": _r("Unauthorized"),
                       "404": _r("NotFound")},
+    }},
+    "/api/exports/contacts.csv": {"get": {
+        "operationId": "contactsExport",
+        "summary": "The contacts as the dialer CSV (profile seed, the default) or the wide CSV, streamed",
+        "description": "The console's export: UTF-8 with BOM, every field quoted, CRLF. `seed`: Phone1..3 only "
+                       "callable numbers (not DNC, not TCPA, not a litigator's or deceased person's, DNC status "
+                       "no older than DNC_MAX_AGE_DAYS), then DNC_Excluded and DNC_Stale. `wide`: Phone1..10 with "
+                       "type, DNC, TCPA, person and flags, Email1..5. Filters combine (AND); unknown query "
+                       "parameters are ignored.",
+        "parameters": [
+            {"name": "profile", "in": "query", "required": False, "schema": {"enum": ["seed", "wide"]},
+             "description": "default seed"},
+            {"name": "run_id", "in": "query", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00]*$"},
+             "description": "the leads of one run"},
+            {"name": "source", "in": "query", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00]*$"},
+             "description": "the leads of runs with this source label"},
+            {"name": "has_phone", "in": "query", "required": False, "schema": {"enum": ["yes", "dnc_only", "no"]},
+             "description": "yes: a callable number; dnc_only: numbers, none callable; no: no number"},
+            {"name": "has_email", "in": "query", "required": False, "schema": {"enum": ["yes", "no"]}},
+            {"name": "updated_since", "in": "query", "required": False,
+             "schema": {"enum": ["1d", "7d", "30d", "never"]}},
+            {"name": "cached", "in": "query", "required": False, "schema": {"enum": ["yes", "stale", "no"]}},
+            {"name": "dnc_stale", "in": "query", "required": False, "schema": {"enum": ["yes", "no"]},
+             "description": "yes: a number kept out only because its DNC status is stale"},
+        ],
+        "responses": {
+            "200": {"description": "the CSV (a header row even when nothing matches)",
+                    "content": {"text/csv": {"schema": {"type": "string"}}}},
+            "400": _r("ValidationError"),
+            "401": _r("Unauthorized"),
+        },
     }},
     "/api/debug/skiptrace-latest": {"get": {
         "operationId": "debugLatest",
@@ -598,7 +701,11 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer",
-                               "description": "the server's ADMIN_TOKEN; unset there = every call but the open ones is 401"},
+                               "description": "a scoped API key (`manage.py api_key create NAME --scope "
+                                              "read|write|admin`) or the server's ADMIN_TOKEN (admin scope). "
+                                              "read: every GET; write: also create, pause and resume runs and "
+                                              "POST /api/skiptrace; admin: also overrideBudget=1. A key without "
+                                              "the scope gets 403 Forbidden"},
             },
             "schemas": SCHEMAS,
             "responses": RESPONSES,

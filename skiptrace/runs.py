@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
@@ -11,15 +13,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from contacts.models import Lead
 from contacts.services import leads_upsert
 from skiptrace import guards, normalize
+from skiptrace.admission import admit, budget_refusal
 from skiptrace.bulk import insert_rows, row_factory
 from skiptrace.intake import IntakeError, LeadInput, derive_lead_id
 from skiptrace.models import AttemptReason, ItemStatus, Run, RunItem
-from skiptrace.service import Policy, runs_refresh
+from skiptrace.money import Policy, runs_refresh
+from skiptrace.states import PROVIDER_WAIT_REASONS, RunState
 from skiptrace.wakeup import notify_work
 
 log = logging.getLogger("convexa.runs")
@@ -151,9 +156,13 @@ def run_resume(*, run: Run, override_budget: bool, now: dt.datetime | None = Non
             update.update(override_budget=True, soft_paused=False)
         if failed or queued:
             update.update(finished_at=None, report_written_at=None)
-        if override_budget or run.reason != "daily_budget":
-            update["reason"] = None
-        Run.objects.filter(run_id=run.run_id).update(**update)
+        this = Run.objects.filter(run_id=run.run_id)
+        this.update(**update)
+        # A resume clears the provider waits (the operator fixed the token, topped up); the budget
+        # wait stays unless overridden: the next budget day ends it (``guards.budget_unpause``).
+        this.filter(reason__in=PROVIDER_WAIT_REASONS).update(reason=None)
+        if override_budget:
+            this.update(reason=None)
         notify_work()
     runs_refresh([run.run_id], now=now, force=True)
     log.info("run %s resumed: %d failed and %d queued items requeued (override_budget=%s)",
@@ -162,8 +171,9 @@ def run_resume(*, run: Run, override_budget: bool, now: dt.datetime | None = Non
 
 
 def run_pause(*, run: Run) -> bool:
-    """An operator's pause: workers stop taking the run's items; in-flight ones finish."""
-    return bool(Run.objects.filter(run_id=run.run_id, finished_at__isnull=True).update(paused_by_operator=True, reason="paused_by_operator"))
+    """An operator's pause: workers stop taking the run's items; in-flight ones finish. It is its
+    own fact (``paused_by_operator``): a budget or provider wait under it is kept."""
+    return bool(Run.objects.filter(run_id=run.run_id, finished_at__isnull=True).update(paused_by_operator=True))
 
 
 def run_status(run: Run) -> dict:
@@ -181,15 +191,55 @@ def run_status(run: Run) -> dict:
         "cost_usd": round(run.cost_cents / 100, 2),
         "soft_paused": bool(run.soft_paused) and not run.override_budget,
         "override_budget": run.override_budget,
-        "reason": run.reason,
+        "reason": run.shown_reason,
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
         "created_at": _iso(run.created_at),
     }
 
 
+RUN_STATES = tuple(RunState.values)
+
+
+def _cursor_encode(run: Run) -> str:
+    raw = json.dumps([run.created_at.isoformat(), run.run_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_decode(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, run_id = json.loads(raw)
+        when = dt.datetime.fromisoformat(created)
+        if not isinstance(run_id, str) or when.tzinfo is None:
+            raise ValueError
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise ValueError("cursor is not one this API gave out") from None
+    return when, run_id
+
+
+def runs_page(*, limit: int, state: str | None = None, label: str | None = None,
+              cursor: str | None = None) -> tuple[list[Run], str | None]:
+    """One page of runs, newest first (by ``created_at``, then ``run_id``), and the next page's cursor.
+
+    Keyset pagination: a cursor names the last run of the page before, so pages stay stable while
+    new runs arrive. ``label`` matches ``source_label`` exactly."""
+    runs = Run.objects.all()
+    if state is not None:
+        runs = runs.in_state(state)
+    if label is not None:
+        runs = runs.filter(source_label=label)
+    if cursor:
+        created, run_id = _cursor_decode(cursor)
+        runs = runs.filter(Q(created_at__lt=created) | Q(created_at=created, run_id__lt=run_id))
+    page = list(runs.order_by("-created_at", "-run_id")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (_cursor_encode(page[-1]) if more and page else None)
+
+
 def budget_pause_fields(now: dt.datetime) -> dict:
-    return {"reason": "daily_budget", "retry_after": guards.seconds_to_next_budget_day(now)}
+    return budget_refusal(now).fields
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -226,7 +276,7 @@ def lead_skiptrace(
     cached and the budget is spent (429) or the breaker is open (503)."""
     import time as _time
 
-    from skiptrace import service
+    from skiptrace import money
     from skiptrace.models import ProviderCall
     from skiptrace.provider import BatchDataClient
 
@@ -241,27 +291,17 @@ def lead_skiptrace(
         return SingleResult(400, error="ValidationError", detail=problem, fields={"fields": {"lead": problem}})
     norm = normalize.normalize_lead(first_name=lead.first_name, last_name=lead.last_name, street=lead.street,
                                     city=lead.city, state=lead.state, zip=lead.zip)
-    answer = service.cache_lookup([norm.signature], now, include_expired=policy.fallback).get(norm.signature)
-    fresh_enough = answer is not None and not answer.stale and not policy.force
-    if not fresh_enough:
-        if not client.configured and not (answer and policy.fallback):
-            return SingleResult(503, error="ProviderNotConfigured", detail="BATCHDATA_API_TOKEN is not set",
-                                fields={"retry_after": 60})
-        decision_state = guards.breaker_state(now)
-        if decision_state == "open" and not (answer and policy.fallback):
-            return SingleResult(503, error="CircuitOpen", detail="the provider circuit is open",
-                                fields={"retry_after": int(guards.breaker_retry_after(now)) + 1})
-        if guards.budget_exhausted(now) and not (answer and policy.fallback):
-            return SingleResult(429, error="BudgetPause", detail="today's skip-trace budget is spent",
-                                fields=budget_pause_fields(now))
+    refusal = admit([norm.signature], policy=policy, now=now, configured=client.configured, synchronous=True).refusal
+    if refusal is not None:
+        return SingleResult(refusal.status, error=refusal.error, detail=refusal.detail, fields=refusal.fields)
     created = run_create(source_label="api:single", leads=[lead], policy=policy, now=now)
     run = created.run
     deadline = _time.monotonic() + SINGLE_WAIT_S + settings.PROVIDER_TIMEOUT_S
     last = None
     while _time.monotonic() < deadline:
-        items = service.items_claim(limit=1, now=clock(), worker_id="api", run_id=run.run_id)
+        items = money.items_claim(limit=1, now=clock(), worker_id="api", run_id=run.run_id)
         if items:
-            last = service.batch_process(items, client=client, clock=clock, worker_id="api")
+            last = money.batch_process(items, client=client, clock=clock, worker_id="api")
         item = RunItem.objects.select_related("provider_call").get(run=run)
         if item.status in (ItemStatus.DONE, ItemStatus.FAILED):
             break
@@ -294,7 +334,7 @@ def _contacts_of(item: RunItem) -> dict:
 
 def _single_failure(item: RunItem, run: Run, last, now: dt.datetime) -> SingleResult:
     """Settle a single-lead run that could not be served now, so nothing is left to bill later."""
-    from skiptrace.service import runs_refresh
+    from skiptrace.money import runs_refresh
 
     if item.status == ItemStatus.FAILED:
         status, code = 502, "ProviderError"

@@ -7,17 +7,16 @@ import time
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, Sum
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from skiptrace import guards, reports, runs, signing
-from skiptrace.api import api_auth, error
+from integrations.idempotency import KeyProblem, idempotent
+from skiptrace import admission, guards, reports, runs, selectors, signing
+from skiptrace.api import api_auth, error, require_scope
 from skiptrace.intake import LeadValidationError, is_text, parse_json_leads
-from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
-from skiptrace.provider import sanitize_for_debug
-from skiptrace.service import Policy
+from skiptrace.models import Run
+from skiptrace.money import Policy
 
 
 @csrf_exempt  # open and read-only: a POST is a 405, not Django's CSRF page
@@ -50,6 +49,16 @@ def _method_not_allowed(methods: tuple[str, ...]) -> JsonResponse:
     return response
 
 
+POLICY_KEYS = ("force", "fallback", "retry_sanitized")
+RUN_BODY_KEYS = frozenset(("source_label", "leads", "policy"))
+ONE_LEAD_BODY_KEYS = frozenset(("lead", "policy"))
+
+
+def _unknown_keys(body: dict, known: frozenset[str], prefix: str = "") -> dict[str, str]:
+    """Strict bodies: a misspelt key ("forse") is an error naming it, never silently ignored."""
+    return {f"{prefix}{str(k)[:64]}": "unknown key" for k in body if k not in known}
+
+
 def _policy(raw: object) -> Policy | dict[str, str]:
     """The request's policy, or a dict of field errors."""
     default = runs.default_policy()
@@ -57,8 +66,9 @@ def _policy(raw: object) -> Policy | dict[str, str]:
         return default
     if not isinstance(raw, dict):
         return {"policy": "must be an object"}
-    errors = {f"policy.{k}": "must be true or false" for k in ("force", "fallback", "retry_sanitized")
-              if k in raw and raw[k] is not None and not isinstance(raw[k], bool)}
+    errors = _unknown_keys(raw, frozenset(POLICY_KEYS), "policy.")
+    errors.update({f"policy.{k}": "must be true or false" for k in POLICY_KEYS
+                   if k in raw and raw[k] is not None and not isinstance(raw[k], bool)})
     if errors:
         return errors
     return Policy(
@@ -78,16 +88,70 @@ def _run_or_404(run_id: str) -> Run | JsonResponse:
     return run if run is not None else error("NotFound", 404, f"no run {run_id!r}")
 
 
+def _refused(refusal: admission.Refusal) -> JsonResponse:
+    return error(refusal.error, refusal.status, refusal.detail, **refusal.fields)
+
+
 def _budget_pause(now: dt.datetime) -> JsonResponse:
-    return error("BudgetPause", 429, "today's skip-trace budget is spent", **runs.budget_pause_fields(now))
+    return _refused(admission.budget_refusal(now))
+
+
+def _idempotent(request: HttpRequest, route: str, handle) -> HttpResponse:
+    principal = getattr(request, "principal", None)
+    try:
+        return idempotent(request, principal=principal.name if principal else "-", route=route, handle=handle)
+    except KeyProblem as exc:
+        return error(exc.code, exc.status, exc.detail, fields={"Idempotency-Key": exc.detail})
 
 
 # --- runs ----------------------------------------------------------------------------------------
 
 
+@csrf_exempt  # bearer-token API: each method's view checks its own credential and scope
+def runs_collection(request: HttpRequest) -> HttpResponse:
+    """``GET`` lists runs, ``POST`` creates one."""
+    if request.method == "GET":
+        return runs_list(request)
+    if request.method == "POST":
+        return runs_create(request)
+    return _method_not_allowed(("GET", "POST"))
+
+
+MAX_LIST_LIMIT = 200
+
+
+@api_auth(("GET",))
+def runs_list(request: HttpRequest) -> HttpResponse:
+    """Newest first, keyset-paginated: ``next`` is the cursor of the page after this one."""
+    raw_limit = request.GET.get("limit", "50")
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
+        return error("ValidationError", 400, f"limit must be 1..{MAX_LIST_LIMIT}",
+                     fields={"limit": f"must be an integer 1..{MAX_LIST_LIMIT}"})
+    state = request.GET.get("state")
+    if state is not None and state not in runs.RUN_STATES:
+        return error("ValidationError", 400, f"state must be one of {', '.join(runs.RUN_STATES)}",
+                     fields={"state": f"must be one of {', '.join(runs.RUN_STATES)}"})
+    label = request.GET.get("label")
+    if label is not None and (len(label) > 200 or "\x00" in label):
+        return error("ValidationError", 400, "label must be at most 200 characters", fields={"label": "too long"})
+    try:
+        page, cursor = runs.runs_page(limit=int(raw_limit), state=state, label=label,
+                                      cursor=request.GET.get("cursor"))
+    except ValueError as exc:
+        return error("ValidationError", 400, str(exc), fields={"cursor": str(exc)})
+    return JsonResponse({"runs": [runs.run_status(r) for r in page], "next": cursor})
+
+
 @api_auth(("POST",), json_body=True)
 def runs_create(request: HttpRequest) -> HttpResponse:
+    return _idempotent(request, "runs.create", lambda: _runs_create(request))
+
+
+def _runs_create(request: HttpRequest) -> HttpResponse:
     body = request.json  # type: ignore[attr-defined]
+    unknown = _unknown_keys(body, RUN_BODY_KEYS)
+    if unknown:
+        return error("ValidationError", 400, f"unknown key(s): {', '.join(unknown)}", fields=unknown)
     label = body.get("source_label")
     if label is not None and (not isinstance(label, str) or len(label) > 200 or not is_text(label)):
         return error("ValidationError", 400, "source_label must be a string of at most 200 characters",
@@ -105,8 +169,9 @@ def runs_create(request: HttpRequest) -> HttpResponse:
     except LeadValidationError as exc:
         return error("ValidationError", 400, "some leads are not well-formed", fields=exc.fields)
     now = timezone.now()
-    if guards.budget_exhausted(now):
-        return _budget_pause(now)
+    decision = admission.admit(lambda: admission.lead_signatures(parsed), policy=policy, now=now)
+    if decision.refusal is not None:
+        return _refused(decision.refusal)
     created = runs.run_create(source_label=label, leads=parsed, policy=policy, now=now)
     return JsonResponse({"run_id": created.run.run_id, "total": created.total, "invalid": created.invalid})
 
@@ -128,11 +193,26 @@ def run_resume(request: HttpRequest, run_id: str) -> HttpResponse:
     if raw not in ("0", "1"):
         return error("ValidationError", 400, "overrideBudget must be 0 or 1", fields={"overrideBudget": "must be 0 or 1"})
     override = raw == "1"
+    if override and (forbidden := require_scope(request, "admin")) is not None:
+        return forbidden  # going past the day's cap is an admin's decision
     now = timezone.now()
     if not override and not run.override_budget and guards.budget_exhausted(now):
         return _budget_pause(now)
     requeued = runs.run_resume(run=run, override_budget=override, now=now)
     return JsonResponse({"run_id": run.run_id, "requeued": requeued, "override_budget": override})
+
+
+@api_auth(("POST",))
+def run_pause(request: HttpRequest, run_id: str) -> HttpResponse:
+    """An operator's pause (``write`` scope): in-flight requests finish, nothing new is claimed."""
+    run = _run_or_404(run_id)
+    if isinstance(run, JsonResponse):
+        return run
+    if run.finished_at is not None:
+        return error("Conflict", 409, "the run is finished; there is nothing to pause", state=run.state)
+    runs.run_pause(run=run)
+    run.refresh_from_db()
+    return JsonResponse(runs.run_status(run))
 
 
 @api_auth(("GET",))
@@ -174,6 +254,9 @@ def artifact_download(request: HttpRequest, run_id: str, name: str) -> HttpRespo
     path = report_path if name == "report.json" else csv_path
     if not path.exists():
         return error("NotFound", 404, "file not found")
+    run = Run.objects.filter(run_id=run_id).first()
+    if run is not None:
+        reports.refresh_artifacts_if_stale(run)  # a number whose DNC status went stale leaves Phone1..3
     response = FileResponse(path.open("rb"), content_type=signing.ARTIFACTS[name])
     response["Content-Disposition"] = f'attachment; filename="{run_id}-{name}"'
     return response
@@ -184,10 +267,18 @@ def artifact_download(request: HttpRequest, run_id: str, name: str) -> HttpRespo
 
 @api_auth(("POST",), json_body=True)
 def skiptrace_one(request: HttpRequest) -> HttpResponse:
+    return _idempotent(request, "skiptrace.one", lambda: _skiptrace_one(request))
+
+
+def _skiptrace_one(request: HttpRequest) -> HttpResponse:
     body = request.json  # type: ignore[attr-defined]
     lead = body.get("lead")
     if not isinstance(lead, dict):
-        return error("ValidationError", 400, "lead must be an object", fields={"lead": "must be an object"})
+        return error("ValidationError", 400, "lead must be an object",
+                     fields={"lead": "must be an object", **_unknown_keys(body, ONE_LEAD_BODY_KEYS)})
+    unknown = _unknown_keys(body, ONE_LEAD_BODY_KEYS)
+    if unknown:
+        return error("ValidationError", 400, f"unknown key(s): {', '.join(unknown)}", fields=unknown)
     policy = _policy(body.get("policy"))
     if isinstance(policy, dict):
         return error("ValidationError", 400, "bad policy", fields=policy)
@@ -211,38 +302,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if fmt not in ("json", "prometheus"):
         return error("ValidationError", 400, "format must be json or prometheus",
                      fields={"format": "must be json or prometheus"})
-    now = timezone.now()
-    calls = ProviderCall.objects.aggregate(
-        c2=Count("id", filter=Q(status_code__gte=200, status_code__lt=300)),
-        c4=Count("id", filter=Q(status_code__gte=400, status_code__lt=500)),
-        c5=Count("id", filter=Q(status_code__gte=500)),
-        lost=Count("id", filter=Q(state=CallState.LOST)),
-        unreadable=Count("id", filter=Q(state=CallState.UNREADABLE)),
-        spent=Sum("cost_cents"),
-    )
-    # provider requests whose matchCount billed more than their per-person matches
-    mismatches = ProviderCall.objects.filter(bill_mismatch=True).values("batch_id").distinct().count()
-    recent = ProviderCall.objects.filter(sent_at__gte=now - dt.timedelta(seconds=10)).values("batch_id").distinct().count()
-    items = RunItem.objects.aggregate(
-        cached=Count("id", filter=Q(status=ItemStatus.DONE, cached=True)),
-        queued=Count("id", filter=Q(status=ItemStatus.QUEUED)),
-        in_flight=Count("id", filter=Q(status=ItemStatus.IN_FLIGHT)),
-    )
-    data = {
-        "provider_calls_total": {"2xx": calls["c2"], "4xx": calls["c4"], "5xx": calls["c5"]},
-        "cache_hits_total": items["cached"],
-        "budget_spent_cents_total": calls["spent"] or 0,
-        "circuit_state": guards.breaker_state(now),
-        "rps_current": round(recent / 10, 2),
-        "queue_depth": items["queued"],
-        # extras
-        "provider_calls_lost_total": calls["lost"],
-        "provider_calls_unreadable_total": calls["unreadable"],
-        "provider_bill_mismatch_total": mismatches,
-        "in_flight": items["in_flight"],
-        "budget_spent_cents_today": guards.budget_spent_cents_today(now),
-        "budget_cap_cents": settings.SKIP_TRACE_DAILY_BUDGET_CENTS,
-    }
+    data = selectors.metrics_snapshot(timezone.now())
     if fmt == "prometheus":
         return HttpResponse(_prometheus(data), content_type="text/plain; version=0.0.4; charset=utf-8")
     return JsonResponse(data)
@@ -268,25 +328,5 @@ def debug_latest(request: HttpRequest) -> HttpResponse:
     raw = request.GET.get("limit", "10")
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= 100):
         return error("ValidationError", 400, "limit must be a whole number from 1 to 100", fields={"limit": "1..100"})
-    limit = int(raw)
-    import json
-
-    def load(text: str | None):
-        if not text:
-            return None
-        try:
-            return sanitize_for_debug(json.loads(text))
-        except ValueError:
-            return None
-
-    calls = [
-        {
-            "provider_call_id": c.pk, "run_id": c.run_id, "lead_id": c.lead_id, "state": c.state,
-            "status_code": c.status_code, "match_count": c.match_count, "matched": c.matched,
-            "cost_cents": c.cost_cents, "attempt_reason": c.attempt_reason, "label": c.label or None,
-            "request": load(c.request_json), "response": load(c.response_json),
-            "error": c.error_text, "created_at": c.created_at.isoformat(),
-        }
-        for c in ProviderCall.objects.order_by("-id")[:limit]
-    ]
+    calls = selectors.latest_calls(int(raw))
     return JsonResponse({"calls": calls})

@@ -24,9 +24,11 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from skiptrace import guards, service
+from integrations.webhooks import WebhookThread
+from skiptrace import guards, money
 from skiptrace.models import ItemStatus, RunItem
 from skiptrace.provider import BatchDataClient
+from skiptrace.states import claimable_q
 from skiptrace.wakeup import WorkSignal
 
 log = logging.getLogger("convexa.worker")
@@ -68,25 +70,24 @@ class Worker:
                 return
             self._housekeeping_at = time.monotonic()
         now = self.clock()
-        service.leases_reap(now=now)
-        service.runs_refresh_stale(now=now)
+        money.leases_reap(now=now)
+        money.runs_refresh_stale(now=now)
         guards.budget_unpause(now)
 
     def process_one_batch(self) -> bool:
         """Claim and process one batch. True = did work; False = nothing was claimable."""
         self.housekeeping()
-        items = service.items_claim(limit=self.batch_size, now=self.clock(), worker_id=self.worker_id, run_id=self.run_id)
+        items = money.items_claim(limit=self.batch_size, now=self.clock(), worker_id=self.worker_id, run_id=self.run_id)
         if not items:
             return False
-        service.batch_process(items, client=self.client, clock=self.clock, worker_id=self.worker_id)
+        money.batch_process(items, client=self.client, clock=self.clock, worker_id=self.worker_id)
         return True
 
     def has_pending_work(self) -> bool:
         """Items queued in runs that may proceed, or in flight anywhere (for --exit-when-idle)."""
         pending = RunItem.objects.filter(
             Q(status=ItemStatus.IN_FLIGHT)
-            | Q(status=ItemStatus.QUEUED, run__paused_by_operator=False, run__finished_at__isnull=True)
-            & (Q(run__soft_paused=False) | Q(run__override_budget=True))
+            | Q(status=ItemStatus.QUEUED) & claimable_q("run__")
         )
         if self.run_id is not None:
             pending = pending.filter(run_id=self.run_id)
@@ -109,6 +110,9 @@ class Worker:
         ]
         for thread in threads:
             thread.start()
+        # Webhooks on a thread of their own: finding run transitions and sending deliveries never
+        # holds up a batch.
+        webhooks = WebhookThread(clock=self.clock).start()
         signal = WorkSignal()
         try:
             while any(t.is_alive() for t in threads):
@@ -124,6 +128,8 @@ class Worker:
             for thread in threads:
                 thread.join()
             signal.close()
+            webhooks.stop()
+            webhooks.flush()  # the events of what this worker just finished leave before it exits
         log.info("worker %s stopped", self.worker_id)
 
     def _wake_all(self) -> None:

@@ -607,11 +607,15 @@ def test_json_lead_that_is_not_an_object_is_refused() -> None:
     assert caught.value.fields == {"leads[1]": "must be an object", "leads[2]": "must be an object"}
 
 
-def test_json_null_and_absent_fields_become_empty_and_unknown_keys_are_ignored() -> None:
-    [lead] = parse_json_leads(
-        [{"lead_id": "L1", "street": "1 Main St", "city": None, "phone": 5, "extra": {}}]
-    )
+def test_json_null_and_absent_fields_become_empty() -> None:
+    [lead] = parse_json_leads([{"lead_id": "L1", "street": "1 Main St", "city": None}])
     assert fields(lead) == ("L1", "", "", "1 Main St", "", "", "")
+
+
+def test_json_unknown_keys_are_refused_by_name() -> None:
+    with pytest.raises(LeadValidationError) as err:
+        parse_json_leads([{"lead_id": "L1", "street": "1 Main St", "forst_name": "Ann", "extra": {}}])
+    assert err.value.fields == {"leads[0].forst_name": "unknown key", "leads[0].extra": "unknown key"}
 
 
 def test_json_incomplete_but_well_typed_lead_is_accepted_for_the_caller_to_fail() -> None:

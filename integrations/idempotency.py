@@ -1,0 +1,91 @@
+"""``Idempotency-Key`` on POSTs that create work (runs, single-lead calls).
+
+The same key and body within 24 h answers what the first request answered (the same ``run_id``),
+concurrently too: the first request claims the key (a unique row) before it does anything, and a
+repeat that arrives while it works waits for its answer. The same key with another body is a 409.
+A 5xx (or a crash) releases the key, so a client's retry does the work; any other answer is kept.
+Keys are per principal (an API key, or the admin token), so two integrations cannot collide.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import time
+from collections.abc import Callable
+
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from integrations.models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+TTL = dt.timedelta(hours=24)
+MAX_KEY_LENGTH = 255
+WAIT_FOR_FIRST_S = 30.0
+_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # MAX_KEY_LENGTH visible ASCII characters
+
+
+class KeyProblem(ValueError):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def _replay(record: IdempotencyRecord) -> HttpResponse:
+    response = HttpResponse(record.response_body, status=record.status_code, content_type="application/json")
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def idempotent(request: HttpRequest, *, principal: str, route: str,
+               handle: Callable[[], HttpResponse], now: dt.datetime | None = None,
+               sleep: Callable[[float], None] = time.sleep) -> HttpResponse:
+    """Run ``handle`` once per (principal, route, key); replay its answer to repeats."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return handle()
+    key = key.strip()
+    if not _KEY_RE.fullmatch(key):
+        raise KeyProblem(400, "ValidationError",
+                         f"{HEADER} must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (no spaces)")
+    now = now or timezone.now()
+    body_hash = hashlib.sha256(request.body or b"").hexdigest()
+    IdempotencyRecord.objects.filter(principal=principal, route=route, key=key, created_at__lt=now - TTL).delete()
+    try:
+        with transaction.atomic():
+            record = IdempotencyRecord.objects.create(principal=principal, route=route, key=key,
+                                                      body_hash=body_hash, created_at=now)
+    except IntegrityError:
+        return _repeat(principal, route, key, body_hash, sleep=sleep)
+    try:
+        response = handle()
+    except BaseException:
+        IdempotencyRecord.objects.filter(pk=record.pk).delete()
+        raise
+    if response.status_code >= 500 or getattr(response, "streaming", False):
+        IdempotencyRecord.objects.filter(pk=record.pk).delete()
+        return response
+    IdempotencyRecord.objects.filter(pk=record.pk).update(status_code=response.status_code,
+                                                          response_body=response.content.decode("utf-8"))
+    return response
+
+
+def _repeat(principal: str, route: str, key: str, body_hash: str, *, sleep: Callable[[float], None]) -> HttpResponse:
+    deadline = time.monotonic() + WAIT_FOR_FIRST_S
+    while True:
+        record = IdempotencyRecord.objects.filter(principal=principal, route=route, key=key).first()
+        if record is None:
+            raise KeyProblem(409, "IdempotencyConflict",
+                             f"the first request with this {HEADER} failed meanwhile; send it again")
+        if record.body_hash != body_hash:
+            raise KeyProblem(409, "IdempotencyConflict",
+                             f"this {HEADER} was used with another body in the last 24 h")
+        if record.status_code is not None:
+            return _replay(record)
+        if time.monotonic() >= deadline:
+            raise KeyProblem(409, "IdempotencyConflict",
+                             f"the first request with this {HEADER} is still at work; retry later")
+        sleep(0.05)
