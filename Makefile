@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/convexa
 SANDBOX_PORT ?= 8787
 # Run once, on SQLite: the browser and the HTTP load test check the UI and gunicorn, not the database.
-PG_SKIP := --ignore=tests/test_browser.py --ignore=tests/test_load.py
+PG_SKIP := --ignore=tests/admin/test_browser.py --ignore=tests/e2e/test_load.py
 
 .PHONY: install demo test test-sqlite test-postgres serve worker sandbox bench lint clean
 

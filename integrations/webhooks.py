@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import requests
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -219,12 +219,15 @@ class WebhookThread:
             log.warning("webhooks: the last send before exit failed; the next worker sends it", exc_info=True)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                close_old_connections()
-                self.step()
-            except DatabaseError:
-                log.warning("webhooks: database busy; trying again", exc_info=True)
-            except Exception:
-                log.exception("webhooks: unexpected error; trying again")
-            self._stop.wait(self.every_s)
+        try:
+            while not self._stop.is_set():
+                try:
+                    close_old_connections()
+                    self.step()
+                except DatabaseError:
+                    log.warning("webhooks: database busy; trying again", exc_info=True)
+                except Exception:
+                    log.exception("webhooks: unexpected error; trying again")
+                self._stop.wait(self.every_s)
+        finally:
+            connections.close_all()  # this thread's own connection: no session left behind

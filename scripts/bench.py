@@ -1705,7 +1705,7 @@ def render(R: dict, meta: dict) -> str:
 DOC_HEAD = """# Performance
 
 Benchmarks for issue #8, produced by `scripts/bench.py`. Goals are benchmarks, never timed unit
-tests: the test suite proves behaviour (`tests/test_scaleout.py` proves the scale-out invariants on
+tests: the test suite proves behaviour (`tests/e2e/test_scaleout.py` proves the scale-out invariants on
 PostgreSQL), this file records speed on one machine. Everything between the generated markers is
 rewritten by each full run; the analysis after it is written by hand and dated.
 

@@ -16,7 +16,7 @@ the API, then the load, then everything is stopped::
 
     .venv/bin/python scripts/load.py --self-contained --leads 500
 
-``tests/test_load.py`` uses the same functions against the test database.
+``tests/e2e/test_load.py`` uses the same functions against the test database.
 """
 
 from __future__ import annotations

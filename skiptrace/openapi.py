@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of every ``/api`` route, served at ``GET /api/openapi.json``.
 
-Hand-written next to the views it describes, and kept true by ``tests/test_openapi.py``: every URL
+Hand-written next to the views it describes, and kept true by ``tests/api/test_openapi.py``: every URL
 pattern under ``/api/`` is in ``paths`` and every path is a URL pattern; every documented response
 code of a route is produced by a test whose body is validated against the schema documented here;
 and a schemathesis run against this document finds no 5xx and no undocumented answer.

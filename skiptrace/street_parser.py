@@ -40,7 +40,7 @@ it costs about 90 µs a line just to tag, against about 15 µs for the whole of
 normalize_street here on the same machine: some 9 s more for the 100,000-row intake, whose
 budget is 10 s. The rules here are deterministic look-ups in the Publication 28 tables, so
 the same words always get the same parts, and the real-address test
-(tests/test_normalize_real.py) measures them on real lines.
+(tests/unit/test_normalize_real.py) measures them on real lines.
 
 Pure stdlib, no Django. The input is the token list of ``normalize._clean_text(street=True)``.
 """

@@ -17,7 +17,7 @@ def _product_settings(settings, tmp_path):
     settings.BATCHDATA_BASE_URL = "http://127.0.0.1:9"  # nothing listens: a test that forgets to mock fails
     settings.RUN_REPORTS_DIR = tmp_path / "run_reports"
     settings.SKIP_TRACE_RPS = 1000.0  # tests that measure the rate limit set their own
-    settings.AXES_ENABLED = False  # login throttling has its own tests (tests/test_integrations.py)
+    settings.AXES_ENABLED = False  # login throttling has its own tests (tests/api/test_integrations.py)
     from skiptrace import guards, service
 
     service.L1.clear()

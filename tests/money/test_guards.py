@@ -16,9 +16,9 @@ from skiptrace.models import CallState, GuardState, ItemStatus, ProviderCall, Ru
 from skiptrace.runs import run_create, run_resume
 from skiptrace.service import Policy
 from skiptrace.worker import Worker
+from tests.e2e.test_worker import leads, start_worker, subprocess_env
 from tests.helpers import densest_window, provider_send_times
-from tests.test_service import URL, FakeBatchData, create, items, lead, work
-from tests.test_worker import leads, start_worker, subprocess_env
+from tests.money.test_service import URL, FakeBatchData, create, items, lead, work
 
 pytestmark = pytest.mark.django_db
 

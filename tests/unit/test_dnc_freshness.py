@@ -38,12 +38,12 @@ from skiptrace.dialer import (
 from skiptrace.models import CacheEntry, ProviderCall, Run, RunItem
 from skiptrace.provider import TraceRequest, parse_response
 from skiptrace.reports import iter_run_dialer_rows, write_run_artifacts
-from tests.test_settings import start
+from tests.unit.test_settings import start
 
 pytestmark = pytest.mark.django_db
 
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
-DATA_DIR = Path(__file__).resolve().parent / "fixtures" / "batchdata"
+DATA_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "batchdata"
 ADDRESS = "4410 Oak Hollow Dr, Tampa, FL 33610"
 EXPORT_API = "/api/exports/contacts.csv"
 
@@ -155,7 +155,7 @@ def test_a_bad_maximum_age_stops_start_up_naming_the_key(key, value, tmp_path):
 
 def test_the_default_maximum_age_is_31_days(settings):
     assert settings.DNC_MAX_AGE_DAYS == 31.0
-    assert "DNC_MAX_AGE_DAYS=31" in (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    assert "DNC_MAX_AGE_DAYS=31" in (Path(__file__).resolve().parents[2] / ".env.example").read_text()
 
 
 # --- the DNC time: the answer's, kept by a cached re-run ----------------------------------------------

@@ -637,7 +637,7 @@ def test_normalized_lead_is_frozen() -> None:
 # ------------------------------------------------------------------ real-world shapes (issue 13)
 #
 # Each class of real lines that used to miss its fold, in both directions: the re-spellings of
-# one street fold, and a line with one real component changed does not. tests/test_normalize_real.py
+# one street fold, and a line with one real component changed does not. tests/unit/test_normalize_real.py
 # measures the same on ~6,700 real lines.
 
 

@@ -26,7 +26,7 @@ import requests
 
 from contacts.models import Email, Phone
 from tests.conftest import ADMIN_TOKEN, PROVIDER_TOKEN
-from tests.test_worker import ROOT, start_worker, subprocess_env
+from tests.e2e.test_worker import ROOT, start_worker, subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

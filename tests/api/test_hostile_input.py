@@ -31,7 +31,7 @@ from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HEADER = "LeadID,First Name,Last Name,Street,City,State,Zip"
 GOOD = "G-1,Dana,Reyes,100 ALWAYSMATCH Rd,Tampa,FL,33610"
 GOOD2 = "G-2,Ann,Lee,200 ALWAYSMATCH Rd,Tampa,FL,33610"

@@ -18,7 +18,7 @@ from skiptrace.models import ItemStatus, Run, RunItem
 from skiptrace.runs import run_create
 from skiptrace.service import Policy
 from tests.conftest import ADMIN_TOKEN
-from tests.test_worker import ROOT, leads, subprocess_env
+from tests.e2e.test_worker import ROOT, leads, subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -35,7 +35,7 @@ from skiptrace.provider import (
 )
 
 # BatchData V1 examples (fixtures/batchdata/*.json; V3 in fixtures/batchdata/v3/).
-DATA_DIR = Path(__file__).resolve().parent / "fixtures" / "batchdata"
+DATA_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "batchdata"
 needs_examples = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"{DATA_DIR} not present")
 
 BASE_URL = "https://api.batchdata.test"
@@ -368,7 +368,7 @@ def test_from_settings_reads_django_settings_lazily(monkeypatch: pytest.MonkeyPa
 def test_the_module_imports_without_django() -> None:
     code = "import sys, skiptrace.provider; assert 'django' not in sys.modules, 'django imported'"
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True
     )
     assert done.returncode == 0, done.stderr.decode()
 
@@ -471,7 +471,7 @@ def test_it_reads_the_address_email_variant_lowercases_dedupes_and_marks_the_fir
 
 
 def test_a_litigators_phones_are_kept_and_name_the_litigator_person() -> None:
-    # Kept, so that a dialer export can list them flagged; the dialer never calls them (tests/test_dialer.py).
+    # Kept, so that a dialer export can list them flagged; the dialer never calls them (tests/unit/test_dialer.py).
     result = parse_one(
         person(litigator=True, phoneNumbers=[{"number": "8135550142"}], emails=[{"email": "x@example.com"}])
     )

@@ -36,7 +36,7 @@ from skiptrace.models import OPEN_CALL_STATES, CallState, ItemStatus, ProviderCa
 from skiptrace.reports import run_report
 from skiptrace.runs import run_create
 from skiptrace.service import Policy
-from tests.test_worker import ROOT, leads, subprocess_env
+from tests.e2e.test_worker import ROOT, leads, subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

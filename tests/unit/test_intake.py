@@ -30,7 +30,7 @@ from skiptrace.intake import (
 )
 
 # The sample lead list (fixtures/leads_sample.csv), so the suite runs wherever the repo is cloned.
-SAMPLE = Path(__file__).resolve().parent / "fixtures" / "leads_sample.csv"
+SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "leads_sample.csv"
 CONTRACT_ALIASES = {
     "lead_id": ("LeadID", "lead_id", "Lead ID", "id"),
     "first_name": ("First Name", "first_name", "Owner First Name"),
@@ -492,7 +492,7 @@ def test_the_module_imports_without_django_or_normalize() -> None:
         "assert 'django' not in sys.modules, 'django imported'; "
         "assert 'skiptrace.normalize' not in sys.modules, 'normalize imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REAL_COMPARE_DIGEST = hmac.compare_digest
 LEAD = {"lead_id": "SEC-1", "first_name": "Dana", "last_name": "Reyes", "street": "100 ALWAYSMATCH Rd",
         "city": "Tampa", "state": "FL", "zip": "33610"}

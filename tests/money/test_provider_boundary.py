@@ -32,7 +32,7 @@ from tests.fakes import drain, spend_cents
 
 pytestmark = pytest.mark.django_db
 
-DATA = Path(__file__).resolve().parent / "fixtures" / "batchdata"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "batchdata"
 V1_PATH = "/api/v1/property/skip-trace"
 V3_PATH = "/api/v3/property/skip-trace"
 MAX_STEPS = 400

@@ -35,7 +35,7 @@ from skiptrace.runs import run_create, run_resume
 from skiptrace.service import PREDECESSOR_LABEL, Policy
 from skiptrace.worker import Worker
 from tests.conftest import ADMIN_TOKEN, PROVIDER_TOKEN
-from tests.test_worker import ROOT, subprocess_env
+from tests.e2e.test_worker import ROOT, subprocess_env
 
 LEADS = [
     LeadInput(lead_id="LG-1", first_name="Denise", last_name="Alvarez", street="4410 ALWAYSMATCH Oak Hollow Dr",

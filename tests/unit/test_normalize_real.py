@@ -25,7 +25,7 @@ here by ``label_words``: a deliberately simple positional rule that only marks a
 directional or a unit word where its role is unambiguous, so that nothing is re-spelled that a
 person would not re-spell the same way.
 
-``python tests/test_normalize_real.py`` prints the measures (and any line that does not fold).
+``python tests/unit/test_normalize_real.py`` prints the measures (and any line that does not fold).
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from pathlib import Path
 import pytest
 
 if __name__ == "__main__":  # run as a script from the repository root or from tests/
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from skiptrace.normalize import normalize_lead, normalize_street
 from skiptrace.usps_tables import DIRECTIONALS, STREET_SUFFIXES
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "addresses"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "addresses"
 
 #: Re-spellings per line, and per line with its city left in the street field.
 VARIANTS = 6

@@ -18,8 +18,8 @@ from django.db.models import Count
 from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
 from skiptrace.runs import run_create
 from skiptrace.service import Policy
+from tests.e2e.test_worker import leads, start_worker, subprocess_env
 from tests.helpers import densest_window, provider_send_times
-from tests.test_worker import leads, start_worker, subprocess_env
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
