@@ -6,6 +6,7 @@ of leads whose DNC status is stale (quoted, then one forced run)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from django.contrib import admin, messages
@@ -272,6 +273,23 @@ class LeadAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # leads come in with an upload (Runs → Upload a lead list)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Lead], search_term: str):
+        """Also find a lead by one of its phone numbers (any format: "(813) 555-0142", "+1 813…")
+        or by an email address (any case)."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        digits = re.sub(r"\D", "", term)
+        if len(digits) == 11 and digits.startswith("1"):
+            digits = digits[1:]
+        ids: set[str] = set()
+        if len(digits) == 10 and not re.search(r"[A-Za-z]", term):
+            ids |= set(Phone.objects.filter(number="+1" + digits).values_list("lead_id", flat=True))
+        if "@" in term and " " not in term:
+            ids |= set(Email.objects.filter(address__iexact=term).values_list("lead_id", flat=True))
+        if ids:
+            found = found | queryset.filter(pk__in=ids)
+        return found, may_have_duplicates
 
     def has_change_permission(self, request: HttpRequest, obj: Lead | None = None) -> bool:
         return False  # contacts are the provider's answer; they change only through a run

@@ -176,6 +176,7 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+FORMAT_MODULE_PATH = ["convexa.formats"]  # times to the second: "2026-12-03 15:04:05"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"

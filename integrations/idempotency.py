@@ -3,7 +3,8 @@
 The same key and body within 24 h answers what the first request answered (the same ``run_id``),
 concurrently too: the first request claims the key (a unique row) before it does anything, and a
 repeat that arrives while it works waits for its answer. The same key with another body is a 409.
-A 5xx (or a crash) releases the key, so a client's retry does the work; any other answer is kept.
+Only a 2xx is kept: a refused request (400, 403, 429 …), a 5xx or a crash releases the key, so a
+client's corrected or later retry does the work. The body and the query string make "the same request".
 Keys are per principal (an API key, or the admin token), so two integrations cannot collide.
 """
 
@@ -52,7 +53,7 @@ def idempotent(request: HttpRequest, *, principal: str, route: str,
         raise KeyProblem(400, "ValidationError",
                          f"{HEADER} must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (no spaces)")
     now = now or timezone.now()
-    body_hash = hashlib.sha256(request.body or b"").hexdigest()
+    body_hash = hashlib.sha256(request.get_full_path().encode() + b"\n" + (request.body or b"")).hexdigest()
     IdempotencyRecord.objects.filter(principal=principal, route=route, key=key, created_at__lt=now - TTL).delete()
     try:
         with transaction.atomic():
@@ -65,7 +66,9 @@ def idempotent(request: HttpRequest, *, principal: str, route: str,
     except BaseException:
         IdempotencyRecord.objects.filter(pk=record.pk).delete()
         raise
-    if response.status_code >= 500 or getattr(response, "streaming", False):
+    if not 200 <= response.status_code < 300 or getattr(response, "streaming", False):
+        # Only work that was done is kept: a refused request (400, 403, 429 …) or a 5xx releases the
+        # key, so the client can fix or retry it under the same key.
         IdempotencyRecord.objects.filter(pk=record.pk).delete()
         return response
     IdempotencyRecord.objects.filter(pk=record.pk).update(status_code=response.status_code,

@@ -78,8 +78,8 @@ def call_link(call_id: int | None) -> str:
 
 
 def when(value) -> str:
-    """A compact local timestamp for list columns ("2026-11-28 14:02")."""
-    return date_format(timezone.localtime(value), "Y-m-d H:i") if value else "—"
+    """A local timestamp for list columns, to the second ("2026-11-28 14:02:09")."""
+    return date_format(timezone.localtime(value), "Y-m-d H:i:s") if value else "—"
 
 
 def usd(cents: int | None) -> str:

@@ -335,7 +335,9 @@ def run_download(request: HttpRequest, model_admin: admin.ModelAdmin, run_id: st
     """``report.json`` / ``enriched.csv`` of a finished run, behind the admin login (no signed link
     to expire on a page left open). A finished run whose files are missing gets them written now."""
     run = get_object_or_404(Run, run_id=run_id)
-    if not model_admin.has_view_permission(request, run):
+    # Both files carry leads' phones and emails (the report's samples, the CSV's every row): viewing
+    # a run is not enough, the contacts' own view permission is needed too.
+    if not (model_admin.has_view_permission(request, run) and request.user.has_perm("contacts.view_lead")):
         raise PermissionDenied
     if name not in DOWNLOADS:
         raise Http404("no such file")

@@ -147,3 +147,39 @@ def run_signatures(run) -> Callable[[], list[str]]:
     from skiptrace.models import RunItem
 
     return lambda: list(RunItem.objects.filter(run=run).exclude(signature="").values_list("signature", flat=True))
+
+
+def quote(leads: list, *, policy, now: dt.datetime) -> dict:
+    """What a run of ``leads`` would cost, before anything is created or sent (``?dry_run=1``).
+
+    ``rows``: leads in the request; ``invalid``: those intake refuses (they would be failed items);
+    ``duplicates``: leads whose normalized input another lead of the request already has (one
+    call serves them all); ``cached``: distinct inputs the cache answers for free (none with
+    ``force``); ``billable``: the distinct inputs left, each at most one call; ``worst_case_usd``:
+    billable x price, as if every one matched; ``budget_left_usd``: what today's cap has left.
+    """
+    from skiptrace import normalize
+    from skiptrace.money import cache_lookup
+
+    invalid, signatures = 0, []
+    for lead in leads:
+        if lead.problem:
+            invalid += 1
+            continue
+        try:
+            norm = normalize.normalize_lead(first_name=lead.first_name, last_name=lead.last_name, street=lead.street,
+                                            city=lead.city, state=lead.state, zip=lead.zip)
+        except normalize.InvalidLead:
+            invalid += 1
+            continue
+        signatures.append(norm.signature)
+    distinct = set(signatures)
+    cached = 0 if policy.force else len(cache_lookup(distinct, now))
+    billable = len(distinct) - cached
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    left = max(0, settings.SKIP_TRACE_DAILY_BUDGET_CENTS - guards.budget_spent_cents_today(now))
+    return {
+        "rows": len(leads), "invalid": invalid, "duplicates": len(signatures) - len(distinct), "cached": cached,
+        "billable": billable, "worst_case_usd": round(billable * price / 100, 2),
+        "budget_left_usd": round(left / 100, 2),
+    }

@@ -164,6 +164,23 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"run_id": _STR, "total": _INT0,
                        "invalid": {**_INT0, "description": "leads failed at intake (invalid_input)"}},
     },
+    "RunQuote": {
+        "type": "object",
+        "required": ["quote"],
+        "properties": {"quote": {
+            "type": "object",
+            "description": "POST /api/skiptrace-runs?dry_run=1: what the run would cost; nothing is created or sent",
+            "required": ["rows", "invalid", "duplicates", "cached", "billable", "worst_case_usd", "budget_left_usd"],
+            "properties": {
+                "rows": _INT0, "invalid": _INT0,
+                "duplicates": {**_INT0, "description": "leads another lead of the request already covers"},
+                "cached": {**_INT0, "description": "distinct inputs the cache answers for free (0 with force)"},
+                "billable": {**_INT0, "description": "distinct inputs that would each be sent once"},
+                "worst_case_usd": {"type": "number", "minimum": 0},
+                "budget_left_usd": {"type": "number", "minimum": 0},
+            },
+        }},
+    },
     "RunList": {
         "type": "object",
         "required": ["runs", "next"],
@@ -512,13 +529,17 @@ PATHS: dict[str, Any] = {
     }, "post": {
         "operationId": "runCreate",
         "summary": "Create a run from JSON leads; workers take it from the queue (write scope)",
-        "parameters": [_IDEMPOTENCY_PARAM],
+        "parameters": [_IDEMPOTENCY_PARAM,
+                       {"name": "dry_run", "in": "query", "required": False, "schema": {"enum": ["0", "1"]},
+                        "description": "1: answer a quote (rows, invalid, duplicates, cached, billable, worst case, "
+                                       "budget left) and create nothing"}],
         "requestBody": {"required": True, "content": {_JSON_BODY: {
             "schema": _ref("RunCreateRequest"),
             "example": {"source_label": "September list", "leads": [_EXAMPLE_LEAD], "policy": _EXAMPLE_POLICY},
         }}},
         "responses": {
-            "200": {**_json(_ref("RunCreated"), "the run is created; incomplete leads are failed items"),
+            "200": {**_json({"oneOf": [_ref("RunCreated"), _ref("RunQuote")]},
+                            "the run is created (incomplete leads are failed items), or with dry_run=1 its quote"),
                     "links": _run_links()},
             "400": _r("ValidationError"),
             "401": _r("Unauthorized"),

@@ -144,6 +144,8 @@ def runs_list(request: HttpRequest) -> HttpResponse:
 
 @api_auth(("POST",), json_body=True)
 def runs_create(request: HttpRequest) -> HttpResponse:
+    if request.GET.get("dry_run") == "1":  # a quote creates nothing: nothing to make idempotent
+        return _runs_create(request)
     return _idempotent(request, "runs.create", lambda: _runs_create(request))
 
 
@@ -169,6 +171,11 @@ def _runs_create(request: HttpRequest) -> HttpResponse:
     except LeadValidationError as exc:
         return error("ValidationError", 400, "some leads are not well-formed", fields=exc.fields)
     now = timezone.now()
+    dry_run = request.GET.get("dry_run", "0")
+    if dry_run not in ("0", "1"):
+        return error("ValidationError", 400, "dry_run must be 0 or 1", fields={"dry_run": "must be 0 or 1"})
+    if dry_run == "1":  # a price before paying: nothing is created, nothing is sent
+        return JsonResponse({"quote": admission.quote(parsed, policy=policy, now=now)})
     decision = admission.admit(lambda: admission.lead_signatures(parsed), policy=policy, now=now)
     if decision.refusal is not None:
         return _refused(decision.refusal)

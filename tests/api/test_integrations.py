@@ -383,3 +383,22 @@ def test_a_budget_pause_says_the_cap_the_spend_and_when_it_resets(api_client, se
     assert body["daily_cap_usd"] == 0 and body["spent_usd"] == 0
     resets = dt.datetime.fromisoformat(body["resets_at"].replace("Z", "+00:00"))
     assert resets > dt.datetime.now(dt.UTC) and int(response["Retry-After"]) == body["retry_after"]
+
+
+def test_a_dry_run_quotes_and_creates_nothing(api_client, sandbox, settings):
+    from skiptrace.models import ProviderCall, Run
+
+    first = api_client.post_json(RUNS, {"leads": [lead_json(0)]}).json()["run_id"]
+    Worker(concurrency=1, idle_sleep_s=0).process_one_batch()  # lead 0 is now cached
+    assert Run.objects.get(run_id=first).state == "finished"
+    leads = [lead_json(0, lead_id="Q-0"), lead_json(1), lead_json(1, lead_id="Q-1b"), lead_json(2),
+             lead_json(3, street="")]
+    quote = api_client.post_json(RUNS + "?dry_run=1", {"leads": leads}).json()["quote"]
+    assert quote == {"rows": 5, "invalid": 1, "duplicates": 1, "cached": 1, "billable": 2,
+                     "worst_case_usd": round(2 * settings.SKIP_TRACE_COST_PER_MATCH_CENTS / 100, 2),
+                     "budget_left_usd": round((settings.SKIP_TRACE_DAILY_BUDGET_CENTS
+                                               - settings.SKIP_TRACE_COST_PER_MATCH_CENTS) / 100, 2)}
+    assert Run.objects.count() == 1 and ProviderCall.objects.count() == 1  # nothing created, nothing sent
+    forced = api_client.post_json(RUNS + "?dry_run=1", {"leads": leads, "policy": {"force": True}}).json()["quote"]
+    assert (forced["cached"], forced["billable"]) == (0, 3)
+    assert api_client.post_json(RUNS + "?dry_run=yes", {"leads": leads}).status_code == 400
