@@ -22,7 +22,7 @@ refusal as a warning: the run waits for the next budget day.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -127,19 +127,22 @@ def _needs_provider(signatures: Iterable[str], *, policy, now: dt.datetime) -> b
 
 def lead_signatures(leads: Iterable) -> list[str]:
     """The signatures of the leads that pass intake (``LeadInput``s); invalid ones need nothing."""
+    return [sig for sig in _signatures(leads) if sig is not None]
+
+
+def _signatures(leads: Iterable) -> Iterator[str | None]:
+    """Each lead's signature, or None for a lead intake refuses."""
     from skiptrace import normalize
 
-    found: list[str] = []
     for lead in leads:
         if lead.problem:
+            yield None
             continue
         try:
-            norm = normalize.normalize_lead(first_name=lead.first_name, last_name=lead.last_name, street=lead.street,
-                                            city=lead.city, state=lead.state, zip=lead.zip)
+            yield normalize.normalize_lead(first_name=lead.first_name, last_name=lead.last_name, street=lead.street,
+                                           city=lead.city, state=lead.state, zip=lead.zip).signature
         except normalize.InvalidLead:
-            continue
-        found.append(norm.signature)
-    return found
+            yield None
 
 
 def run_signatures(run) -> Callable[[], list[str]]:
@@ -158,21 +161,11 @@ def quote(leads: list, *, policy, now: dt.datetime) -> dict:
     ``force``); ``billable``: the distinct inputs left, each at most one call; ``worst_case_usd``:
     billable x price, as if every one matched; ``budget_left_usd``: what today's cap has left.
     """
-    from skiptrace import normalize
     from skiptrace.money import cache_lookup
 
-    invalid, signatures = 0, []
-    for lead in leads:
-        if lead.problem:
-            invalid += 1
-            continue
-        try:
-            norm = normalize.normalize_lead(first_name=lead.first_name, last_name=lead.last_name, street=lead.street,
-                                            city=lead.city, state=lead.state, zip=lead.zip)
-        except normalize.InvalidLead:
-            invalid += 1
-            continue
-        signatures.append(norm.signature)
+    all_signatures = list(_signatures(leads))
+    signatures = [sig for sig in all_signatures if sig is not None]
+    invalid = len(all_signatures) - len(signatures)
     distinct = set(signatures)
     cached = 0 if policy.force else len(cache_lookup(distinct, now))
     billable = len(distinct) - cached

@@ -23,7 +23,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
@@ -156,25 +155,11 @@ def _reparse_batch(batch_id: str, *, now: dt.datetime) -> BatchReparse:
 def _record(calls: list[ProviderCall], parsed: list, match_count: int, provider_request_id: str | None,
             holder: ProviderCall, *, now: dt.datetime) -> tuple[int, list[str]]:
     """Inside the caller's transaction: calls completed, cache learned, failed items served."""
-    expires = holder.created_at + dt.timedelta(days=settings.CACHE_TTL_DAYS)
-    costs = money.bill_spread(calls, [r.matched for r in parsed], match_count)
-    entries: list[CacheEntry] = []
-    answers: dict[int, money.Answer] = {}
-    for call, res, (cost, extra) in zip(calls, parsed, costs, strict=True):
-        contacts = res.to_contacts()
-        raw = json.dumps(res.raw, sort_keys=True)
-        contacts_json = json.dumps(contacts, sort_keys=True)
-        call.state, call.response_json, call.payload_hash = CallState.COMPLETED, raw, res.payload_hash
-        call.cost_cents, call.bill_mismatch, call.matched = cost, extra, res.matched
-        call.match_count, call.parsed_contacts_json, call.provider_request_id = match_count, contacts_json, provider_request_id
+    entries, served = money.complete_calls(calls, parsed, match_count, provider_request_id,
+                                           answered_at=holder.created_at, now=now)
+    answers = {answer.call_id: answer for answer in served}
+    for call in calls:
         call.error_text = f"reparsed at {now.isoformat()}; was: {call.error_text or ''}"[:1000]
-        entries.append(CacheEntry(
-            provider=PROVIDER, idempotency_key=money.cache_key(call.signature), signature=call.signature,
-            payload_hash=res.payload_hash, response_json=raw, parsed_contacts_json=contacts_json,
-            ttl_expires_at=expires, created_at=holder.created_at, last_seen=now, provider_call_id=call.pk,
-        ))
-        answers[call.pk] = money.Answer(call.pk, contacts, res.payload_hash, holder.created_at, expires,
-                                          stale=expires <= now)
     update_rows(ProviderCall, calls, ["state", "response_json", "payload_hash", "cost_cents", "bill_mismatch",
                                       "matched", "match_count", "parsed_contacts_json", "provider_request_id",
                                       "error_text"])

@@ -65,7 +65,7 @@ from skiptrace.money.counters import (
 from skiptrace.money.items import BatchOutcome, conclude_answers
 from skiptrace.money.policy import PREDECESSOR_LABEL, Clock, Policy, lease_seconds
 from skiptrace.money.reaper import leases_reap
-from skiptrace.money.record import bill_spread
+from skiptrace.money.record import bill_spread, complete_calls
 from skiptrace.money.reserve import Reserved, batch_reserve
 from skiptrace.money.send import batch_send
 from skiptrace.provider import BatchDataClient
@@ -73,7 +73,7 @@ from skiptrace.provider import BatchDataClient
 __all__ = [
     "EXACT_RECOUNT_MAX_ITEMS", "L1", "PREDECESSOR_LABEL", "RECOUNT_MIN_INTERVAL_S", "RECOUNT_SPACING",
     "STALE_COUNTERS_S", "Answer", "BatchOutcome", "Clock", "L1Cache", "Policy", "Reserved", "batch_process",
-    "batch_reserve", "batch_send", "bill_spread", "cache_key", "cache_lookup", "clear_finish_hooks",
+    "batch_reserve", "batch_send", "bill_spread", "cache_key", "complete_calls", "cache_lookup", "clear_finish_hooks",
     "conclude_answers", "items_claim", "lease_seconds", "leases_reap", "on_run_finished", "runs_refresh",
     "runs_refresh_stale",
 ]

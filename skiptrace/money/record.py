@@ -60,25 +60,11 @@ def record_answer(
     outcome: BatchOutcome,
 ) -> None:
     """One transaction, a handful of bulk statements for the whole batch (not per lead)."""
-    expires = now + dt.timedelta(days=settings.CACHE_TTL_DAYS)
-    entries: list[CacheEntry] = []
+    entries, answers = complete_calls(reserved.calls, results, match_count, provider_request_id,
+                                      answered_at=now, now=now)
     served: list[tuple[RunItem, Answer]] = []
-    costs = bill_spread(reserved.calls, [r.matched for r in results], match_count)
-    for call, result, (cost, extra) in zip(reserved.calls, results, costs, strict=True):
-        contacts = result.to_contacts()
-        raw = json.dumps(result.raw, sort_keys=True)
-        contacts_json = json.dumps(contacts, sort_keys=True)
-        call.state, call.status_code, call.response_json = CallState.COMPLETED, status_code, raw
-        call.payload_hash, call.cost_cents, call.matched = result.payload_hash, cost, result.matched
-        call.bill_mismatch = extra
-        call.match_count, call.parsed_contacts_json, call.provider_request_id = match_count, contacts_json, provider_request_id
-        call.finished_at, call.lease_until = now, None
-        entries.append(CacheEntry(
-            provider=PROVIDER, idempotency_key=cache_key(call.signature), signature=call.signature,
-            payload_hash=result.payload_hash, response_json=raw, parsed_contacts_json=contacts_json,
-            ttl_expires_at=expires, created_at=now, last_seen=now, provider_call_id=call.pk,
-        ))
-        answer = Answer(call.pk, contacts, result.payload_hash, now, expires)
+    for call, answer in zip(reserved.calls, answers, strict=True):
+        call.status_code, call.finished_at, call.lease_until = status_code, now, None
         served.extend((item, answer) for item in reserved.served[call.pk])
     with transaction.atomic():
         update_rows(ProviderCall, reserved.calls, [
@@ -92,12 +78,39 @@ def record_answer(
         )
         conclude(served, cached=False, now=now)
     for call, entry in zip(reserved.calls, entries, strict=True):
-        L1.put(call.signature, Answer(call.pk, json.loads(entry.parsed_contacts_json), entry.payload_hash, now, expires), now)
+        L1.put(call.signature, Answer(call.pk, json.loads(entry.parsed_contacts_json), entry.payload_hash, now,
+                                      entry.ttl_expires_at), now)
         log_call("completed", call.pk, call.run_id, call.lead_id, matched=call.matched, cost_cents=call.cost_cents)
     outcome.provider_items += len(served)
     log.info("batch %s completed: calls=%d matched=%d cost_cents=%d provider_request_id=%s", reserved.batch_id,
              len(reserved.calls), sum(1 for c in reserved.calls if c.matched),
              sum(c.cost_cents for c in reserved.calls), provider_request_id)
+
+
+def complete_calls(calls: Sequence[ProviderCall], results: Sequence[TraceResult], match_count: int,
+                   provider_request_id: str | None, *, answered_at: dt.datetime, now: dt.datetime,
+                   ) -> tuple[list[CacheEntry], list[Answer]]:
+    """Mark each call ``completed`` with its answer and its share of the bill (in memory; the
+    caller saves them), and build the cache entry and the ``Answer`` each call's items are served
+    from. Shared by a fresh answer and by ``skiptrace.reparse`` (a stored answer read again)."""
+    expires = answered_at + dt.timedelta(days=settings.CACHE_TTL_DAYS)
+    entries: list[CacheEntry] = []
+    answers: list[Answer] = []
+    costs = bill_spread(calls, [r.matched for r in results], match_count)
+    for call, result, (cost, extra) in zip(calls, results, costs, strict=True):
+        contacts = result.to_contacts()
+        raw = json.dumps(result.raw, sort_keys=True)
+        contacts_json = json.dumps(contacts, sort_keys=True)
+        call.state, call.response_json, call.payload_hash = CallState.COMPLETED, raw, result.payload_hash
+        call.cost_cents, call.bill_mismatch, call.matched = cost, extra, result.matched
+        call.match_count, call.parsed_contacts_json, call.provider_request_id = match_count, contacts_json, provider_request_id
+        entries.append(CacheEntry(
+            provider=PROVIDER, idempotency_key=cache_key(call.signature), signature=call.signature,
+            payload_hash=result.payload_hash, response_json=raw, parsed_contacts_json=contacts_json,
+            ttl_expires_at=expires, created_at=answered_at, last_seen=now, provider_call_id=call.pk,
+        ))
+        answers.append(Answer(call.pk, contacts, result.payload_hash, answered_at, expires, stale=expires <= now))
+    return entries, answers
 
 
 def bill_spread(calls: Sequence[ProviderCall], matched: Sequence[bool], match_count: int | None,

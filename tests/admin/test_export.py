@@ -1,5 +1,5 @@
 """The contacts export opens cleanly in a spreadsheet and follows every rule of the dialer CSV
-(CONTRACT.md): exact header order, UTF-8 with BOM, every field quoted, CRLF, formula-leading cells
+(skiptrace/dialer.py): exact header order, UTF-8 with BOM, every field quoted, CRLF, formula-leading cells
 prefixed with ', 10-digit phones, DNC/TCPA numbers never in Phone1..3. Read back with the csv
 module always, and through LibreOffice (headless) when ``soffice`` is installed."""
 
