@@ -23,15 +23,30 @@ SQLITE_DB_PATH = Path(E.text("SQLITE_DB_PATH", "data/convexa.db"))
 if not SQLITE_DB_PATH.is_absolute():
     SQLITE_DB_PATH = BASE_DIR / SQLITE_DB_PATH
 SQLITE_BUSY_TIMEOUT_MS = E.integer("SQLITE_BUSY_TIMEOUT_MS", 5000, minimum=0, maximum=600_000)
+# SQLite: how long a writer waits behind the same process's other writers (they queue in the
+# process, convexa/db/sqlite3) before its statement fails as "database is locked".
+SQLITE_WRITE_QUEUE_TIMEOUT_S = E.number("SQLITE_WRITE_QUEUE_TIMEOUT_S", 120.0, minimum=1, maximum=3600)
+# PostgreSQL connections one process holds at most (Django's connection pool). A worker's threads
+# wait on provider sockets without one, so this does not grow with SKIP_TRACE_CONCURRENCY.
+DATABASE_POOL_MAX = E.integer("DATABASE_POOL_MAX", 6, minimum=1, maximum=100)
+# How long a request or a worker thread waits for a pooled connection before the database counts
+# as unavailable (the API answers 503 with Retry-After).
+DATABASE_POOL_TIMEOUT_S = E.number("DATABASE_POOL_TIMEOUT_S", 10.0, minimum=0.1, maximum=600)
 _pg = E.database("DATABASE_URL")
 if _pg is not None:
-    _pg.setdefault("CONN_MAX_AGE", 0)
+    _pg["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django's persistent connections are off
     _pg.setdefault("OPTIONS", {})
+    _pg["OPTIONS"]["pool"] = {
+        "min_size": 1, "max_size": DATABASE_POOL_MAX, "timeout": DATABASE_POOL_TIMEOUT_S,
+        "max_idle": 300, "name": "convexa",
+    }
     DATABASES = {"default": _pg}
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend, with write transactions queued inside the process
+            # (convexa/db/sqlite3): 64 threads never race SQLite's busy timeout.
+            "ENGINE": "convexa.db.sqlite3",
             "NAME": str(SQLITE_DB_PATH),
             "OPTIONS": {
                 # IMMEDIATE: a transaction takes the write lock when it begins, so two writers queue

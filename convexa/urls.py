@@ -5,6 +5,9 @@ from django.views.generic import RedirectView
 
 from skiptrace.admin_views import ops_index
 
+# A database error raised outside a view (a middleware's session read) is a 503, not a 500 page.
+handler500 = "skiptrace.middleware.server_error"
+
 urlpatterns = [
     # The ops console: the admin index with today's spend and the breaker on top, and
     # /admin/contacts/ landing on the lead list (both before the admin's own routes, which they shadow).

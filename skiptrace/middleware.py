@@ -35,6 +35,8 @@ class ApiErrorMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if database_unavailable(exception):
+            return unavailable(request, exception)
         if not request.path.startswith("/api/"):
             return None
         if isinstance(exception, PayloadTooLarge | RequestDataTooBig):
@@ -62,3 +64,46 @@ _PAGE_CODES = {
 
 def _is_json(response: HttpResponse) -> bool:
     return response.get("Content-Type", "").startswith("application/json")
+
+
+# --- the database refused or is busy: 503 with Retry-After, never a 500 --------------------------------
+
+DATABASE_RETRY_AFTER_S = 5
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """A database that refuses connections, has none left (PostgreSQL "too many clients", the pool's
+    wait ran out) or is locked (SQLite) is unavailable for now: the request may be retried."""
+    from django.db import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    if request.path.startswith("/api/"):
+        return error("DatabaseUnavailable", 503, "the database is busy or unreachable; retry after the "
+                     "Retry-After seconds", retry_after=DATABASE_RETRY_AFTER_S)
+    response = HttpResponse(
+        "<!doctype html><title>Busy</title><h1>The database is busy or unreachable</h1>"
+        f"<p>Nothing was lost. Try again in {DATABASE_RETRY_AFTER_S} seconds.</p>",
+        status=503, content_type="text/html; charset=utf-8",
+    )
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: what a middleware raised (a session read, a login check) lands here. A database
+    error is a 503 with Retry-After; anything else the plain 500 (JSON under /api/, see above)."""
+    import sys
+
+    from django.views.defaults import server_error as django_server_error
+
+    exc = sys.exc_info()[1]
+    if database_unavailable(exc):
+        return unavailable(request, exc)
+    if request.path.startswith("/api/"):
+        return error("InternalError", 500, "unexpected server error; it has been logged")
+    return django_server_error(request)

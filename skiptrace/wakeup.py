@@ -41,7 +41,7 @@ class WorkSignal:
     """
 
     def __init__(self) -> None:
-        self._listening = False
+        self._listener = None  # PostgreSQL: a connection of its own, outside the pool (it never goes back)
         self._data_version: int | None = None
 
     def wait(self, timeout: float) -> bool:
@@ -56,14 +56,16 @@ class WorkSignal:
             return False
 
     def _wait_postgresql(self, timeout: float) -> bool:
-        if not self._listening:
-            connection.ensure_connection()
-            with connection.cursor() as cursor:
-                cursor.execute(f"LISTEN {CHANNEL}")
-            self._listening = True
+        if self._listener is None:
+            import psycopg
+
+            from skiptrace.guards.rate import limiter_conninfo
+
+            self._listener = psycopg.connect(limiter_conninfo(connection.settings_dict), autocommit=True)
+            self._listener.execute(f"LISTEN {CHANNEL}")
             return True  # anything queued before LISTEN was missed: look once
-        raw = connection.connection  # psycopg 3, autocommit: notifications arrive between statements
-        return any(True for _ in raw.notifies(timeout=timeout, stop_after=1))
+        # autocommit: notifications arrive between statements
+        return any(True for _ in self._listener.notifies(timeout=timeout, stop_after=1))
 
     def _wait_sqlite(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -77,9 +79,11 @@ class WorkSignal:
             time.sleep(min(SQLITE_CHECK_EVERY_S, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:
-        self._listening = False
+        listener, self._listener = self._listener, None
         self._data_version = None
         try:
+            if listener is not None:
+                listener.close()
             connection.close()
         except Exception:  # already gone
             pass

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from integrations.webhooks import WebhookThread
 from skiptrace import guards, money
+from skiptrace.dbconn import release_connection
 from skiptrace.models import ItemStatus, RunItem
 from skiptrace.provider import BatchDataClient
 from skiptrace.states import claimable_q
@@ -152,6 +153,7 @@ class Worker:
                     continue
                 if exit_when_idle and not self.has_pending_work():
                     return
+                release_connection()  # an idle thread holds no pooled connection
                 with self._wake:
                     self._wake.wait_for(lambda seen=seen: self._wake_generation != seen or self.shutdown,
                                         timeout=self.idle_sleep_s)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 from django.conf import settings
 
+from skiptrace.dbconn import release_connection
 from skiptrace.guards import breaker, rate, slots
 
 Clock = Callable[[], dt.datetime]
@@ -52,9 +53,10 @@ def last_look(*, now: dt.datetime, deadline: float, probe: bool) -> None:
 @contextlib.contextmanager
 def send_permit(
     batch_id: str, *, clock: Clock, lease_s: float, deadline: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = time.sleep, before_permit: Callable[[], None] | None = None,
 ) -> Iterator[set[int]]:
-    """Wait for a concurrency slot, then a rate permit, then let the request go.
+    """Wait for a concurrency slot, then (after ``before_permit``, the last look) a rate permit,
+    then let the request go.
 
     Taking the slot marks the batch ``sent`` (committed), so the rows exist before anything can
     leave. The rate permit comes last so that the request reaches the provider within
@@ -70,7 +72,14 @@ def send_permit(
     while (sent := slots.slot_try_take(batch_id, now=clock(), lease_s=lease_s)) is None:
         if time.monotonic() > deadline:
             raise NotSent("lease")
+        release_connection()  # waiting for a slot holds no pooled connection
         sleep(0.05)
+    if before_permit is not None:
+        # The last look (breaker, lease; it may raise NotSent) comes before the rate permit, not
+        # after it: a permit must leave within milliseconds, and a database round trip between the
+        # two would age it past PERMIT_MAX_AGE_S with PostgreSQL a few milliseconds away.
+        before_permit()
+    release_connection()  # waiting for a rate permit holds no pooled connection (the limiter has its own)
     try:
         while not rate.rate_acquire(timeout_s=max(0.0, min(60.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from django.db import OperationalError, connection
 
 from skiptrace import guards
+from skiptrace.dbconn import release_connection
 from skiptrace.money import record
 from skiptrace.money.items import BatchOutcome
 from skiptrace.money.policy import Clock, lease_seconds
@@ -36,14 +37,21 @@ def batch_send(
         return
     deadline = guards.send_deadline(reserved.reserved_at)
 
-    def before_send() -> None:
-        # After the slot and permit waits, immediately before the POST: a breaker that opened while
-        # this batch waited keeps it home, and so does a lease that could be reaped before the answer.
+    def before_permit() -> None:
+        # After the slot wait, right before the rate permit: a breaker that opened while this batch
+        # waited keeps it home, and so does a lease that could be reaped before the answer.
         guards.last_look(now=clock(), deadline=deadline, probe=reserved.probe)
+
+    def before_send() -> None:
+        # Immediately before the POST: no database round trip between the permit and the request.
+        if time.monotonic() > deadline:
+            raise guards.NotSent("lease")
+        release_connection()  # the answer takes a second or more: no pooled connection waits with it
         guards.rate_permit_fresh()
 
     try:
-        with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds(), deadline=deadline) as sent_ids:
+        with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds(), deadline=deadline,
+                                before_permit=before_permit) as sent_ids:
             if not keep_only(reserved, sent_ids):
                 return
             log.info("batch %s sent: provider_call_ids=%s runs=%s worker=%s", reserved.batch_id,

@@ -52,7 +52,8 @@ def spawn_worker(env: dict[str, str], log_path: Path, *args: str) -> subprocess.
     log = log_path.open("w")
     try:
         return subprocess.Popen(
-            [sys.executable, "manage.py", "run_skiptrace_worker", *args], cwd=ROOT, env=env,
+            # one process: each SIGKILL below is one worker's crash
+            [sys.executable, "manage.py", "run_skiptrace_worker", "--processes", "1", *args], cwd=ROOT, env=env,
             stdout=log, stderr=subprocess.STDOUT, text=True,
         )
     finally:
