@@ -128,7 +128,7 @@ def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) 
         return
     phones: list = []
     emails: list = []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # inside the recording transaction: no SAVEPOINT round trips
         current = dict(Lead.objects.filter(lead_id__in=list(latest)).values_list("lead_id", "provider_call_id"))
         replace = [lid for lid, u in latest.items() if u.provider_call_id is None or current.get(lid) != u.provider_call_id]
         answered = _answer_times([latest[lid] for lid in replace], now=now) if replace else {}

@@ -88,7 +88,7 @@ def insert_rows(
             at = [fields.index(by_name[name]) for name in conflict]
             rows = list({tuple(row[i] for i in at): row for row in rows}.values())  # later row wins, as row by row
             staging = quote(f"_staging_{model._meta.db_table}")
-            with transaction.atomic():
+            with transaction.atomic(savepoint=False):  # no SAVEPOINT/RELEASE round trips inside a batch
                 cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "
                                f"SELECT {columns} FROM {table} WITH NO DATA")
                 cursor.execute(f"TRUNCATE {staging}")

@@ -91,6 +91,10 @@ def breaker_record(*, ok: bool, now: dt.datetime, kind: str) -> str:
 
     failure = (not ok) and kind in _FAILURE_KINDS
     _record_sample(failure, now)
+    if not failure and not GuardState.objects.filter(name="breaker").exclude(state="closed").exists():
+        # A success while closed changes nothing: no fleet-wide lock (one per answer at 50 a
+        # second, held for two round trips, was a queue of its own with PostgreSQL 10 ms away).
+        return "closed"
     with transaction.atomic():
         lock_row("breaker")
         row = _breaker_row()
@@ -126,11 +130,16 @@ def breaker_reset(now: dt.datetime | None = None) -> None:
     _samples_clear()
 
 
+SAMPLE_TRIM_EVERY = 20
+
+
 def _record_sample(failure: bool, now: dt.datetime) -> None:
     from skiptrace.models import BreakerSample
 
-    BreakerSample.objects.create(failure=failure, at=now)
+    sample = BreakerSample.objects.create(failure=failure, at=now)
     keep = settings.CIRCUIT_MIN_SAMPLES
+    if sample.pk % SAMPLE_TRIM_EVERY:
+        return  # the window reads the newest `keep` rows; older ones are trimmed every 20th sample
     cutoff = BreakerSample.objects.order_by("-id").values_list("id", flat=True)[keep : keep + 1]
     cutoff = list(cutoff)
     if cutoff:

@@ -13,6 +13,9 @@ from django.db import connection, transaction
 
 from skiptrace.guards.locks import lock_row
 
+# The PostgreSQL slot take's lock (a transaction-scoped advisory lock: no row to make or lose).
+SLOTS_ADVISORY_LOCK = 0x5C07_0001
+
 
 def slot_try_take(batch_id: str, *, now: dt.datetime, lease_s: float) -> set[int] | None:
     """Take a concurrency slot: mark this batch's calls ``sent`` iff fewer than
@@ -42,37 +45,40 @@ def slot_try_take(batch_id: str, *, now: dt.datetime, lease_s: float) -> set[int
 
 
 def _slot_try_take_one_trip(batch_id: str, *, now: dt.datetime, lease_s: float) -> set[int] | None:
-    """PostgreSQL: the same check-then-take as one simple-query message, so the ``slots`` row lock
-    is held for the server's few microseconds, not for four network round trips. PostgreSQL runs
-    the statements of one such message as one implicit transaction (rolled back whole on an error),
+    """PostgreSQL: the same check-then-take as one simple-query message, so the slots lock is held
+    for the server's few microseconds, not for four network round trips. PostgreSQL runs the
+    statements of one such message as one implicit transaction (rolled back whole on an error),
     and each statement after the lock takes a new snapshot, so the count sees every slot taken
     before the lock was granted. With PostgreSQL 10 ms away the old transaction held the lock
     ~40 ms and capped the whole fleet at ~25 slot takes a second."""
     from psycopg import sql
 
-    from skiptrace.models import CallState, GuardState
+    from skiptrace.models import CallState
 
-    GuardState.objects.get_or_create(name="slots")  # once; a no-op SELECT afterwards
     limit = settings.SKIP_TRACE_CONCURRENCY
     lease_until = now + dt.timedelta(seconds=lease_s)
+    # The count and the take are one statement (one snapshot): two statements could disagree (the
+    # count full, a call finishing before the UPDATE's own count, the calls taken yet reported
+    # "no slot"), leaving calls "sent" that nobody sends.
     script = sql.SQL("""
-        SELECT 1 FROM skiptrace_guards WHERE name = 'slots' FOR UPDATE;
-        SELECT count(DISTINCT batch_id) FROM provider_calls WHERE state = {sent} AND lease_until > {now};
-        UPDATE provider_calls SET state = {sent}, sent_at = {now}, lease_until = {lease_until}
-         WHERE batch_id = {batch} AND state = {reserved} AND lease_until > {now}
-           AND (SELECT count(DISTINCT batch_id) FROM provider_calls
-                 WHERE state = {sent} AND lease_until > {now}) < {limit}
-        RETURNING id;
+        SELECT pg_advisory_xact_lock({lock});
+        WITH in_flight AS (
+            SELECT count(DISTINCT batch_id) AS n FROM provider_calls WHERE state = {sent} AND lease_until > {now}
+        ), taken AS (
+            UPDATE provider_calls SET state = {sent}, sent_at = {now}, lease_until = {lease_until}
+             WHERE batch_id = {batch} AND state = {reserved} AND lease_until > {now}
+               AND (SELECT n FROM in_flight) < {limit}
+            RETURNING id
+        )
+        SELECT (SELECT n FROM in_flight), ARRAY(SELECT id FROM taken);
     """).format(sent=sql.Literal(str(CallState.SENT)), reserved=sql.Literal(str(CallState.RESERVED)),
                 now=sql.Literal(now), lease_until=sql.Literal(lease_until), batch=sql.Literal(batch_id),
-                limit=sql.Literal(int(limit)))
+                limit=sql.Literal(int(limit)), lock=sql.Literal(SLOTS_ADVISORY_LOCK))
     with connection.cursor() as cursor:
         raw = cursor.cursor  # psycopg's own cursor: no parameters, so one simple-query message
         raw.execute(script.as_string(raw.connection))
         raw.nextset()
-        in_flight = raw.fetchone()[0]
-        raw.nextset()
-        ids = {row[0] for row in raw.fetchall()}
+        in_flight, ids = raw.fetchone()
     if in_flight >= limit:
         return None
-    return ids
+    return set(ids)
