@@ -23,6 +23,7 @@ from django.db.models import QuerySet
 from contacts import filters
 from contacts.models import Lead
 from skiptrace import guards, normalize
+from skiptrace.guards.budget import daily_cap_cents
 from skiptrace.intake import LeadInput
 from skiptrace.runs import run_create
 from skiptrace.service import Policy
@@ -88,7 +89,7 @@ def quote(inputs: list[LeadInput], *, now: dt.datetime, max_age_days: float | No
     price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
     return Quote(
         leads=len(inputs), inputs=len(signatures), invalid=invalid, worst_case_cents=len(signatures) * price,
-        budget_left_cents=settings.SKIP_TRACE_DAILY_BUDGET_CENTS - guards.budget_spent_cents_today(now),
+        budget_left_cents=daily_cap_cents() - guards.budget_spent_cents_today(now),
         max_age_days=settings.DNC_MAX_AGE_DAYS if max_age_days is None else max_age_days,
     )
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from functools import update_wrapper
 from typing import Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.db.models import (
@@ -28,9 +31,12 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from skiptrace import admin_views as console
-from skiptrace.models import CacheEntry, ProviderCall, Run, RunItem
+from skiptrace import selectors
+from skiptrace.guards import budget as budget_guard
+from skiptrace.models import AuditAction, AuditEvent, BudgetSetting, CacheEntry, ProviderCall, Run, RunItem
 from skiptrace.provider import sanitize_for_debug
 from skiptrace.states import RunState
+from skiptrace.uploads import upload_urls
 
 STATE_COLORS = {
     "queued": "#6b7280",
@@ -114,6 +120,14 @@ def progress_bar(run: Run) -> str:
     )
 
 
+def creator_text(run: Run) -> str:
+    user = run.created_by.get_username() if run.created_by_id and run.created_by else ""
+    via = run.created_via or ""
+    if user and via and via != "console":
+        return f"{user} ({via})"
+    return user or via or "—"
+
+
 class AdminPage:
     """Mixin: wrap a ``skiptrace.admin_views`` function ``fn(request, model_admin, ...)`` as an
     admin view (login, staff, CSRF, never cached)."""
@@ -143,12 +157,26 @@ class RunStateFilter(admin.SimpleListFilter):
 
 @admin.register(Run)
 class RunAdmin(AdminPage, admin.ModelAdmin):
-    list_display = ("run_id", "source_label", "state_badge", "progress", "hit_ratio", "spend", "started",
-                    "finished")
+    # fits 1,400 px (templates/admin/skiptrace/list_fit.html): the label under the id, started and
+    # finished in one column, settled and in-flight spend on two lines
+    list_display = ("run_title", "state_badge", "progress", "hit_ratio", "calls", "spend", "times", "creator")
+    list_display_links = ("run_title",)
     list_filter = (RunStateFilter, "override_budget")
     search_fields = ("=run_id", "source_label")
     actions = ("pause_runs", "resume_runs", "resume_runs_override_budget")
     list_per_page = 50
+    list_select_related = ("created_by",)
+
+    def has_override_permission(self, request: HttpRequest) -> bool:
+        """Going past the budget: ``skiptrace.override_budget`` on top of changing runs."""
+        return self.has_change_permission(request) and request.user.has_perm(console.OVERRIDE_PERMISSION)
+
+    @staticmethod
+    def _money_of(run: Run) -> dict:
+        if hasattr(run, "m_provider_calls"):  # the list's annotations (``selectors.run_money_annotations``)
+            return {k: getattr(run, f"m_{k}") for k in ("provider_calls", "provider_requests", "settled_cents",
+                                                         "in_flight_cents")}
+        return selectors.run_money([run.run_id])[run.run_id]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
         # Items refused at intake (invalid_input) cannot be resumed; the list shows them apart.
@@ -157,13 +185,19 @@ class RunAdmin(AdminPage, admin.ModelAdmin):
             .values("run").annotate(n=Count("id")).values("n")
         )
         return super().get_queryset(request).annotate(
-            refused=Coalesce(Subquery(refused, output_field=IntegerField()), 0)
+            refused=Coalesce(Subquery(refused, output_field=IntegerField()), 0),
+            **selectors.run_money_annotations(),
         )
 
     def has_delete_permission(self, request: HttpRequest, obj: Run | None = None) -> bool:
         return False  # runs are the audit trail of what was spent
 
     # -- columns --
+
+    @admin.display(description="Run", ordering="run_id")
+    def run_title(self, run: Run) -> str:
+        return format_html('{}<div class="ops-quiet" style="font-weight:normal">{}</div>', run.run_id,
+                           run.source_label or "")
 
     @admin.display(description="State")
     def state_badge(self, run: Run) -> str:
@@ -186,17 +220,29 @@ class RunAdmin(AdminPage, admin.ModelAdmin):
         ratio = console.cache_hit_ratio(run)
         return "—" if ratio is None else f"{ratio:.0%}"
 
+    @admin.display(description="Provider calls")
+    def calls(self, run: Run) -> str:
+        money = self._money_of(run)
+        return format_html('{}<div class="ops-quiet">{} requests</div>', money["provider_calls"],
+                           money["provider_requests"])
+
     @admin.display(description="Spend", ordering="cost_cents")
     def spend(self, run: Run) -> str:
-        return usd(run.cost_cents)
+        # settled: the run's recounted cost (``runs_refresh``: the sum of its calls' cost); in flight:
+        # the worst case of its open calls, apart
+        money = self._money_of(run)
+        if money["in_flight_cents"]:
+            return format_html('{} settled<div class="ops-quiet">+ {} in flight (worst case)</div>',
+                               usd(run.cost_cents), usd(money["in_flight_cents"]))
+        return format_html("{} settled", usd(run.cost_cents))
 
-    @admin.display(description="Started", ordering="started_at")
-    def started(self, run: Run) -> str:
-        return when(run.started_at)
+    @admin.display(description="Started / finished", ordering="started_at")
+    def times(self, run: Run) -> str:
+        return format_html('{}<div class="ops-quiet">{}</div>', when(run.started_at), when(run.finished_at))
 
-    @admin.display(description="Finished", ordering="finished_at")
-    def finished(self, run: Run) -> str:
-        return when(run.finished_at)
+    @admin.display(description="Created by")
+    def creator(self, run: Run) -> str:
+        return creator_text(run)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         return super().changelist_view(request, {"title": "Runs", **(extra_context or {})})
@@ -207,6 +253,8 @@ class RunAdmin(AdminPage, admin.ModelAdmin):
     def pause_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         eligible = list(queryset.filter(console.PAUSABLE_Q))
         paused = console.runs_pause(eligible)
+        for run in paused:
+            console.audit_run(request, self, run, AuditAction.RUN_PAUSED)
         skipped = queryset.count() - len(eligible)
         text = f"Paused {console.plural(len(paused), 'run')}."
         if skipped:
@@ -215,7 +263,15 @@ class RunAdmin(AdminPage, admin.ModelAdmin):
 
     def _resume(self, request: HttpRequest, queryset: QuerySet[Run], *, override_budget: bool) -> None:
         eligible = list(queryset.filter(console.RESUMABLE_Q))
-        outcome = console.runs_resume(eligible, override_budget=override_budget)
+        now = timezone.now()
+        estimates = {r.run_id: console.override_estimate(r, now) for r in eligible} if override_budget else {}
+        outcome = console.runs_resume(eligible, override_budget=override_budget, now=now)
+        for run in outcome.resumed:
+            if override_budget:
+                console.audit_run(request, self, run, AuditAction.BUDGET_OVERRIDE,
+                                  console.override_detail(estimates.get(run.run_id)))
+            else:
+                console.audit_run(request, self, run, AuditAction.RUN_RESUMED)
         text, level = console.resume_message(outcome, override_budget=override_budget)
         skipped = queryset.count() - len(eligible)
         if skipped:
@@ -226,15 +282,23 @@ class RunAdmin(AdminPage, admin.ModelAdmin):
     def resume_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         self._resume(request, queryset, override_budget=False)
 
-    @admin.action(description="Resume selected runs past today's budget (override)", permissions=["change"])
-    def resume_runs_override_budget(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+    @admin.action(description="Resume selected runs past the budget (override, asks to confirm)",
+                  permissions=["override"])
+    def resume_runs_override_budget(self, request: HttpRequest, queryset: QuerySet[Run]):
+        if request.POST.get("confirm") != "yes":
+            eligible = list(queryset.filter(console.RESUMABLE_Q))
+            if not eligible:
+                self.message_user(request, "Resumed 0 runs: nothing to requeue and not paused.", messages.WARNING)
+                return None
+            return console.override_confirm_page(request, self, eligible, from_action=True)
         self._resume(request, queryset, override_budget=True)
+        return None
 
     # -- pages --
 
     def get_urls(self):
         return [
-            path("upload/", self.console_view(console.upload_view), name="skiptrace_run_upload"),
+            *upload_urls(self),  # upload, quote, confirm/cancel, job page, job status JSON (before <run_id>/)
             path("<str:run_id>/status/", self.console_view(console.run_status_json), name="skiptrace_run_status"),
             path("<str:run_id>/download/<str:name>", self.console_view(console.run_download),
                  name="skiptrace_run_download"),
@@ -435,3 +499,149 @@ class CacheEntryAdmin(ReadOnlyAdmin):
     @admin.display(description="Parsed contacts")
     def contacts(self, entry: CacheEntry) -> str:
         return pretty_sanitized(entry.parsed_contacts_json)
+
+
+# --- the budget caps and the audit trail -------------------------------------------------------------
+
+
+def _cents(value: Decimal | None) -> int | None:
+    return None if value is None else int((value * 100).to_integral_value())
+
+
+class BudgetSettingForm(forms.ModelForm):
+    """The caps in dollars (stored in cents)."""
+
+    daily_cap_usd = forms.DecimalField(
+        label="Daily cap (USD)", min_value=Decimal("0"), max_value=Decimal("1000000"), decimal_places=2,
+        help_text="The most all runs together may spend per budget day (settled cost plus the worst case "
+                  "of calls in flight). Every worker reads it before each reservation.")
+    run_cap_usd = forms.DecimalField(
+        label="Per-run cap (USD)", required=False, min_value=Decimal("0"), max_value=Decimal("1000000"),
+        decimal_places=2,
+        help_text="The most one run may spend in all; a run that reaches it waits (reason run_budget) until "
+                  "the cap is raised or removed, or an override. Empty: no per-run cap.")
+
+    class Meta:
+        model = BudgetSetting
+        fields: list[str] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        inst = self.instance
+        self.fields["daily_cap_usd"].initial = Decimal(inst.daily_cap_cents or 0) / 100
+        self.fields["run_cap_usd"].initial = None if inst.run_cap_cents is None else Decimal(inst.run_cap_cents) / 100
+
+    def save(self, commit: bool = True) -> BudgetSetting:
+        self.instance.daily_cap_cents = _cents(self.cleaned_data["daily_cap_usd"])
+        self.instance.run_cap_cents = _cents(self.cleaned_data["run_cap_usd"])
+        return super().save(commit)
+
+
+def caps_text(daily: int, run: int | None) -> str:
+    return f"daily cap {usd(daily)}, per-run cap {'none' if run is None else usd(run)}"
+
+
+@admin.register(BudgetSetting)
+class BudgetSettingAdmin(admin.ModelAdmin):
+    """One page: the caps every worker reads. Changing them needs ``skiptrace.change_budgetsetting``;
+    every change is audited (who, when, old → new). Without a row the environment's values show."""
+
+    form = BudgetSettingForm
+    fields = ("daily_cap_usd", "run_cap_usd", "source", "updated", "recent_changes")
+    readonly_fields = ("source", "updated", "recent_changes")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # one row, edited through its change page (created on the first save)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
+        if str(object_id) != str(BudgetSetting.SINGLETON):
+            return None
+        obj = BudgetSetting.objects.filter(pk=BudgetSetting.SINGLETON).first()
+        if obj is None:  # the environment's caps until the first save
+            env = budget_guard.env_caps()
+            obj = BudgetSetting(pk=BudgetSetting.SINGLETON, daily_cap_cents=env.daily_cents,
+                                run_cap_cents=env.run_cents)
+        return obj
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        return HttpResponseRedirect(reverse("admin:skiptrace_budgetsetting_change", args=[BudgetSetting.SINGLETON]))
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        return super().change_view(request, object_id, form_url, {"title": "Budget caps", **(extra_context or {})})
+
+    @admin.display(description="Where the value comes from")
+    def source(self, obj: BudgetSetting) -> str:
+        if obj._state.adding:
+            return (f"the environment (SKIP_TRACE_DAILY_BUDGET_USD = {usd(settings.SKIP_TRACE_DAILY_BUDGET_CENTS)}): "
+                    "saving this page stores the caps in the database, which every worker reads from then on")
+        return "the database (this page); the environment's value is no longer used"
+
+    @admin.display(description="Last change")
+    def updated(self, obj: BudgetSetting) -> str:
+        if obj._state.adding:
+            return "—"
+        who = obj.updated_by.get_username() if obj.updated_by else "—"
+        return f"{when(obj.updated_at)} by {who}"
+
+    @admin.display(description="Recent changes")
+    def recent_changes(self, obj: BudgetSetting) -> str:
+        events = AuditEvent.objects.filter(action=AuditAction.CAP_CHANGED).order_by("-at", "-id")[:10]
+        if not events:
+            return "—"
+        return format_html_join("", "<div>{} · {} · {}</div>",
+                                ((when(e.at), e.actor_label, e.detail) for e in events))
+
+    @staticmethod
+    def _detail(obj: BudgetSetting) -> str:
+        """"old → new", the old value read now (the stored row, else the environment's)."""
+        before = BudgetSetting.objects.filter(pk=BudgetSetting.SINGLETON).first()
+        old = budget_guard.env_caps() if before is None else budget_guard.BudgetCaps(
+            before.daily_cap_cents, before.run_cap_cents, True)
+        detail = f"{caps_text(old.daily_cents, old.run_cents)} → {caps_text(obj.daily_cap_cents, obj.run_cap_cents)}"
+        if before is None:
+            detail += " (the old value came from the environment)"
+        return detail
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        # called before ``save_model``: the stored row is still the old value
+        request._budget_change_detail = self._detail(form.instance)
+        return request._budget_change_detail
+
+    def save_model(self, request: HttpRequest, obj: BudgetSetting, form, change: bool) -> None:
+        from django.db import transaction
+
+        detail = getattr(request, "_budget_change_detail", None) or self._detail(obj)
+        with transaction.atomic():
+            obj.updated_at, obj.updated_by = timezone.now(), request.user
+            obj.save()
+            AuditEvent.record(AuditAction.CAP_CHANGED, user=request.user, via="console", detail=detail)
+        # a raised cap lets runs waiting for the budget go on now (the workers would at their next pass)
+        budget_guard.budget_unpause(timezone.now())
+
+    def response_change(self, request: HttpRequest, obj: BudgetSetting) -> HttpResponse:
+        self.message_user(request, f"Saved: {caps_text(obj.daily_cap_cents, obj.run_cap_cents)}. Every worker "
+                                   "uses it from its next reservation.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:skiptrace_budgetsetting_change", args=[obj.pk]))
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("at_shown", "actor_label", "action", "run", "detail")
+    list_filter = ("action",)
+    search_fields = ("=run_id", "actor_label")
+    list_per_page = 50
+
+    @admin.display(description="When", ordering="at")
+    def at_shown(self, event: AuditEvent) -> str:
+        return when(event.at)
+
+    @admin.display(description="Run", ordering="run_id")
+    def run(self, event: AuditEvent) -> str:
+        return run_link(event.run_id)

@@ -1,23 +1,21 @@
-"""The ops console's pages beyond Django's stock admin: the CSV upload, the live run page, its
-status JSON and downloads, the run buttons, and the guard summary on the admin index.
+"""The ops console's pages beyond Django's stock admin: the live run page, its status JSON and
+downloads, the run buttons (pause, resume, the override with its confirmation), and the guard
+summary on the admin index. The upload (quote, confirm, a background job) is ``skiptrace.uploads``.
 
-Thin by design (Styleguide): uploads go through ``runs.run_create`` with ``intake.iter_csv_leads``
-(the CLI's path), buttons and actions through ``runs.run_pause`` / ``runs.run_resume``; nothing
-here talks to the provider — the worker works the runs it creates.
+Thin by design (Styleguide): buttons and actions go through ``runs.run_pause`` /
+``runs.run_resume``; nothing here talks to the provider — the worker works the runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
-from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -29,13 +27,11 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from skiptrace import admission, guards, reports, runs, selectors
-from skiptrace.intake import IntakeError, LeadInput, iter_csv_leads
-from skiptrace.models import ItemStatus, Run, RunItem
-from skiptrace.money import Policy
-from skiptrace.states import RunState, pausable_q, paused_q, state_q
+from skiptrace import guards, reports, runs, selectors
+from skiptrace.guards import budget as budget_guard
+from skiptrace.models import AuditAction, AuditEvent, ItemStatus, Run, RunItem
+from skiptrace.states import PROVIDER_WAIT_REASONS, RunState, budget_paused, pausable_q, paused_q, state_q
 
-INTAKE_ROWS_SHOWN = 25  # failed rows listed after an upload; the run page lists the rest
 FAILED_ITEMS_SHOWN = 50
 REFRESH_MS = 2000
 DOWNLOADS = {"report.json": "report", "enriched.csv": "csv"}
@@ -51,6 +47,10 @@ REQUEUEABLE_FAILURES = Exists(
 RESUMABLE_Q = Q(REQUEUEABLE_FAILURES) | paused_q()
 
 
+OVERRIDE_PERMISSION = "skiptrace.override_budget"
+ETA_WINDOW_S = 300  # the ETA reads the throughput of the last five minutes
+
+
 def can_pause(run: Run) -> bool:
     return run.finished_at is None and not run.paused_by_operator
 
@@ -59,6 +59,145 @@ def can_resume(run: Run) -> bool:
     return run.state == RunState.PAUSED or (
         (run.failed or 0) > 0 and Run.objects.filter(pk=run.pk).filter(REQUEUEABLE_FAILURES).exists()
     )
+
+
+def is_budget_paused(run: Run) -> bool:
+    """A budget (the day's cap or the run's own) stops the run: what an override is for."""
+    return budget_paused(finished=run.finished_at is not None, soft_paused=run.soft_paused,
+                         override_budget=run.override_budget)
+
+
+def can_override(request: HttpRequest, run: Run) -> bool:
+    return is_budget_paused(run) and request.user.has_perm(OVERRIDE_PERMISSION)
+
+
+def run_buttons(request: HttpRequest, model_admin: admin.ModelAdmin, run: Run) -> dict:
+    """Which buttons the run page shows, from the run's state and the user's permissions:
+
+    - Pause: the run is queued or running (not on a run already paused, by anyone);
+    - Resume: an operator paused it, a provider wait could be over, or failed items can be requeued
+      (not for a budget pause alone: a plain resume leaves it waiting for the budget);
+    - Resume past the budget: a budget stops it and the user has ``skiptrace.override_budget``;
+      it is the highlighted button then.
+    """
+    can_change = model_admin.has_change_permission(request, run)
+    if not can_change:
+        return {"pause": False, "resume": False, "override": False, "highlight": None}
+    pause = can_pause(run) and run.state != RunState.PAUSED
+    budget_stop = is_budget_paused(run)
+    resume = can_resume(run) and (
+        not budget_stop or run.paused_by_operator or run.reason in PROVIDER_WAIT_REASONS
+        or ((run.failed or 0) > 0 and Run.objects.filter(pk=run.pk).filter(REQUEUEABLE_FAILURES).exists())
+    )
+    override = can_override(request, run)
+    return {"pause": pause, "resume": resume, "override": override,
+            "highlight": "override" if override else ("resume" if resume else None)}
+
+
+# --- the audit trail ----------------------------------------------------------------------------
+
+
+def audit_run(request: HttpRequest, model_admin: admin.ModelAdmin, run: Run, action: str, detail: str = "") -> None:
+    """One audit event (the run page's trail) and the admin's own log entry ("Recent actions")."""
+    AuditEvent.record(action, run_id=run.run_id, user=request.user, via="console", detail=detail)
+    label = AuditAction(action).label
+    model_admin.log_change(request, run, f"{label}{': ' + detail if detail else ''}")
+
+
+def run_trail(run: Run, limit: int = 50) -> list[AuditEvent]:
+    """The run's audit events, newest first, and the cap changes made while it was open."""
+    until = run.finished_at or timezone.now()
+    events = AuditEvent.objects.filter(
+        Q(run_id=run.run_id) | Q(action=AuditAction.CAP_CHANGED, at__gte=run.created_at, at__lte=until)
+    ).select_related("actor").order_by("-at", "-id")
+    return list(events[:limit])
+
+
+def remaining_items(run: Run) -> int:
+    """Items the run may still send to the provider: queued, in flight, failed ones a resume requeues."""
+    return RunItem.objects.filter(run=run).filter(
+        Q(status__in=(ItemStatus.QUEUED, ItemStatus.IN_FLIGHT))
+        | (Q(status=ItemStatus.FAILED) & ~Q(last_error__startswith="invalid_input"))
+    ).count()
+
+
+def override_estimate(run: Run, now: dt.datetime) -> dict:
+    """What a run may still spend past the budget, at worst (every remaining item a paid match),
+    next to what today's cap and the run's own cap have left."""
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    remaining = remaining_items(run)
+    money = selectors.run_money([run.run_id])[run.run_id]
+    caps = budget_guard.budget_caps()
+    run_left = budget_guard.run_budget_left_cents(run.run_id, caps)
+    return {
+        "run": run,
+        "remaining_items": remaining,
+        "price_usd": price / 100,
+        "worst_case_usd": remaining * price / 100,
+        "settled_usd": money["settled_cents"] / 100,
+        "in_flight_usd": money["in_flight_cents"] / 100,
+        "budget_left_usd": budget_guard.budget_left_cents(now) / 100,
+        "run_cap_usd": None if caps.run_cents is None else caps.run_cents / 100,
+        "run_cap_left_usd": None if run_left is None else run_left / 100,
+        "reason": run.reason,
+    }
+
+
+def override_confirm_page(request: HttpRequest, model_admin: admin.ModelAdmin, selected: list[Run], *,
+                          from_action: bool) -> HttpResponse:
+    now = timezone.now()
+    estimates = [override_estimate(run, now) for run in selected]
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "title": "Resume past the budget?",
+        "estimates": estimates,
+        "total_worst_case_usd": sum(e["worst_case_usd"] for e in estimates),
+        "budget": selectors.budget_summary(now),
+        "from_action": from_action,
+        "action_name": "resume_runs_override_budget",
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        "cancel_url": run_url(selected[0]) if len(selected) == 1 and not from_action
+        else reverse("admin:skiptrace_run_changelist"),
+        "post_url": reverse("admin:skiptrace_run_resume_override", args=[selected[0].run_id])
+        if not from_action else reverse("admin:skiptrace_run_changelist"),
+    }
+    return TemplateResponse(request, "admin/skiptrace/run/override_confirm.html", context)
+
+
+# --- ETA ------------------------------------------------------------------------------------------
+
+
+def run_eta(run: Run, now: dt.datetime | None = None) -> dict:
+    """Items settled per minute over the last five minutes, and when the rest would be done at that
+    pace (None while paused, finished, or before anything settled)."""
+    now = now or timezone.now()
+    left = (run.queued or 0) + (run.in_flight or 0)
+    if run.finished_at is not None or not left:
+        return {"per_min": None, "eta_s": None, "eta_at": None}
+    recent = RunItem.objects.filter(run=run, status__in=(ItemStatus.DONE, ItemStatus.FAILED),
+                                    updated_at__gte=now - dt.timedelta(seconds=ETA_WINDOW_S)).count()
+    started = run.started_at or now
+    window = max(1.0, min(ETA_WINDOW_S, (now - started).total_seconds()))
+    per_s = recent / window
+    if per_s <= 0 or run.state == RunState.PAUSED:
+        return {"per_min": round(per_s * 60, 1) if per_s else None, "eta_s": None, "eta_at": None}
+    eta_s = int(left / per_s) + 1
+    return {"per_min": round(per_s * 60, 1), "eta_s": eta_s,
+            "eta_at": (now + dt.timedelta(seconds=eta_s)).isoformat().replace("+00:00", "Z")}
+
+
+def eta_text(eta: dict, state: str) -> str:
+    if state == RunState.FINISHED:
+        return "finished"
+    if state == RunState.PAUSED:
+        return "paused: no estimate"
+    if eta["eta_s"] is None:
+        return "estimating…"
+    minutes, seconds = divmod(eta["eta_s"], 60)
+    hours, minutes = divmod(minutes, 60)
+    span = f"{hours} h {minutes} min" if hours else (f"{minutes} min {seconds} s" if minutes else f"{seconds} s")
+    return f"about {span} at {eta['per_min']:g} leads/min"
 
 
 # --- service calls shared by the changelist actions and the run page buttons ---------------------
@@ -115,117 +254,6 @@ def resume_message(outcome: ResumeOutcome, *, override_budget: bool) -> tuple[st
 # --- the CSV upload -------------------------------------------------------------------------------
 
 
-class RunUploadForm(forms.Form):
-    file = forms.FileField(label="Lead list (CSV)", help_text="UTF-8 (with or without BOM) or Windows-1252; "
-                           "a header row with at least a street column (Address, Property Address, …). "
-                           "Up to 100,000 rows. Queuing takes about a minute per 50,000 rows; the page waits "
-                           "until the run exists.")
-    label = forms.CharField(label="Source label", max_length=200, required=False,
-                            help_text="Shown on the run and in the report; defaults to the file name.")
-    force = forms.BooleanField(required=False, help_text="Re-fetch leads even when the cache has them (costs money).")
-    fallback = forms.BooleanField(required=False,
-                                  help_text="When the provider is down, serve expired cache entries (marked stale).")
-    retry_sanitized = forms.BooleanField(required=False, label="Sanitized retry",
-                                         help_text="One retry without the unit when a unit address finds nothing.")
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["retry_sanitized"].initial = settings.SANITIZED_RETRY_ENABLED
-
-    def policy(self) -> Policy:
-        data = self.cleaned_data
-        return Policy(force=data["force"], fallback=data["fallback"], retry_sanitized=data["retry_sanitized"])
-
-
-class _RowNumbers:
-    """Passes leads through while remembering each one's file row number, by position."""
-
-    def __init__(self, leads: Iterable[LeadInput]) -> None:
-        self._leads = leads
-        self.numbers = array("l")
-
-    def __iter__(self) -> Iterator[LeadInput]:
-        for lead in self._leads:
-            self.numbers.append(lead.row_number or 0)
-            yield lead
-
-
-@dataclass
-class UploadResult:
-    created: runs.CreatedRun
-    refused: list[tuple[int, str, str]]  # (row number, lead id, last_error) of the first rows refused
-
-
-def run_upload(*, upload, label: str | None, policy: Policy) -> UploadResult:
-    """Create a run from an uploaded CSV exactly as the CLI does. IntakeError = nothing created
-    (also for a header without rows: an empty run is never what an upload meant)."""
-    leads = iter_csv_leads(upload)
-    first = next(leads, None)
-    if first is None:
-        raise IntakeError("the file has a header but no data rows")
-    rows = _RowNumbers(itertools.chain([first], leads))
-    created = runs.run_create(source_label=label, leads=rows, policy=policy)
-    refused = []
-    if created.invalid:
-        failed = (
-            RunItem.objects.filter(run=created.run, status=ItemStatus.FAILED, last_error__startswith="invalid_input")
-            .order_by("position")
-            .values_list("position", "lead_id", "last_error")[:INTAKE_ROWS_SHOWN]
-        )
-        for position, lead_id, last_error in failed:
-            row = rows.numbers[position] if position < len(rows.numbers) else position + 1
-            refused.append((row, lead_id, last_error or ""))
-    return UploadResult(created, refused)
-
-
-def upload_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResponse:
-    if not model_admin.has_add_permission(request):
-        raise PermissionDenied
-    form = RunUploadForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        label = form.cleaned_data["label"].strip() or upload.name
-        now = timezone.now()
-        try:
-            result = run_upload(upload=upload, label=label, policy=form.policy())
-        except IntakeError as exc:
-            form.add_error("file", f"{exc} — nothing was created.")
-        else:
-            decision = admission.admit(admission.run_signatures(result.created.run), policy=form.policy(), now=now)
-            _upload_messages(request, model_admin, result, refusal=decision.refusal)
-            return HttpResponseRedirect(run_url(result.created.run))
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "opts": model_admin.model._meta,
-        "title": "Upload a lead list",
-        "form": form,
-        "media": model_admin.media + form.media,
-    }
-    return TemplateResponse(request, "admin/skiptrace/run/upload.html", context)
-
-
-def _upload_messages(request: HttpRequest, model_admin: admin.ModelAdmin, result: UploadResult, *,
-                     refusal: admission.Refusal | None) -> None:
-    created = result.created
-    model_admin.message_user(
-        request,
-        f"Created run {created.run.run_id} from “{created.run.source_label}”: {plural(created.total, 'lead')}, "
-        f"{created.invalid} refused at intake. The worker works it; this page follows it.",
-        messages.SUCCESS,
-    )
-    for row, lead_id, error in result.refused:
-        model_admin.message_user(request, f"Row {row} (lead {lead_id}): {error}", messages.WARNING)
-    if created.invalid > len(result.refused):
-        model_admin.message_user(
-            request, f"… and {created.invalid - len(result.refused)} more refused rows (listed below).", messages.WARNING
-        )
-    if refusal is not None:  # the operator's run is kept: it waits (see ``skiptrace.admission``)
-        model_admin.message_user(request, admission.operator_warning(refusal), messages.WARNING)
-
-
-# --- the run page ----------------------------------------------------------------------------------
-
-
 def run_url(run: Run) -> str:
     return reverse("admin:skiptrace_run_change", args=[quote(run.run_id)])
 
@@ -247,13 +275,32 @@ def cache_hit_ratio(run: Run) -> float | None:
 
 
 def status_payload(run: Run) -> dict:
+    """The run page's live JSON: ``/status`` plus progress, money (one definition of provider
+    calls: ``selectors.run_money``), today's budget, the ETA and which buttons apply."""
     ratio = cache_hit_ratio(run)
+    now = timezone.now()
+    spend = selectors.run_spend(run)
+    budget = selectors.budget_summary(now)
+    eta = run_eta(run, now)
     return {
         **runs.run_status(run),
+        "provider_calls": spend["provider_calls"],
+        "provider_requests": spend["provider_requests"],
+        "settled_usd": spend["settled_usd"],
+        "in_flight_usd": spend["in_flight_usd"],
+        "cost_per_match_usd": spend["cost_per_match_usd"],
+        "matched_leads": spend["matched_leads"],
+        "run_cap_left_usd": spend["run_cap_left_usd"],
         "progress": progress_parts(run),
         "cache_hit_ratio": None if ratio is None else round(ratio, 4),
         "artifacts_ready": artifacts_ready(run),
-        "budget_spent_usd": round(guards.budget_spent_cents_today() / 100, 2),
+        "budget_spent_usd": round(budget["spent_usd"], 2),
+        "budget_settled_usd": round(budget["settled_usd"], 2),
+        "budget_in_flight_usd": round(budget["in_flight_usd"], 2),
+        "budget_cap_usd": round(budget["cap_usd"], 2),
+        "eta": eta,
+        "eta_text": eta_text(eta, run.state),
+        "budget_paused": is_budget_paused(run),
     }
 
 
@@ -281,10 +328,11 @@ def run_page_context(request: HttpRequest, model_admin: admin.ModelAdmin, run: R
     )
     for item in failed_items:
         item["lead_url"] = reverse("admin:contacts_lead_change", args=[quote(item["lead_id"])])
-    can_change = model_admin.has_change_permission(request, run)
     working = run.state in ("queued", "running") or (run.in_flight or 0) > 0
     ratio = cache_hit_ratio(run)
     now = timezone.now()
+    buttons = run_buttons(request, model_admin, run)
+    eta = run_eta(run, now)
     return {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.model._meta,
@@ -301,6 +349,8 @@ def run_page_context(request: HttpRequest, model_admin: admin.ModelAdmin, run: R
         "failed_more": max(0, (run.failed or 0) - len(failed_items)),
         "artifacts_ready": artifacts_ready(run),
         "working": working,
+        # the page follows every unfinished run, paused ones too (a budget or provider wait ends by itself)
+        "live": run.finished_at is None or working,
         "refresh_ms": REFRESH_MS,
         "refresh_s": REFRESH_MS // 1000,
         "status_url": reverse("admin:skiptrace_run_status", args=[run.run_id]),
@@ -311,9 +361,17 @@ def run_page_context(request: HttpRequest, model_admin: admin.ModelAdmin, run: R
         "override_url": reverse("admin:skiptrace_run_resume_override", args=[run.run_id]),
         "calls_url": reverse("admin:skiptrace_providercall_changelist") + "?" + urlencode({"run_id": run.run_id}),
         "leads_url": reverse("admin:contacts_lead_changelist") + "?" + urlencode({"run": run.run_id}),
-        "can_pause": can_change and can_pause(run),
-        "can_resume": can_change and can_resume(run),
+        "can_pause": buttons["pause"],
+        "can_resume": buttons["resume"],
+        "can_override": buttons["override"],
+        "highlight": buttons["highlight"],
+        "budget_paused": is_budget_paused(run),
         "budget": budget_summary(now),
+        "spend": selectors.run_spend(run),
+        "eta": eta,
+        "eta_text": eta_text(eta, run.state),
+        "trail": run_trail(run),
+        "can_view_contacts": request.user.has_perm("contacts.view_lead"),
     }
 
 
@@ -357,25 +415,52 @@ def run_download(request: HttpRequest, model_admin: admin.ModelAdmin, run_id: st
 
 @require_POST
 def run_button(request: HttpRequest, model_admin: admin.ModelAdmin, run_id: str, action: str) -> HttpResponse:
-    """The run page's Pause / Resume / Resume past the budget buttons (POST, CSRF-checked)."""
+    """The run page's Pause / Resume / Resume past the budget buttons (POST, CSRF-checked). Each
+    change is audited; the override needs ``skiptrace.override_budget`` and a confirmation (the
+    first POST answers with the confirmation page and its estimate; ``confirm=yes`` does it)."""
     run = get_object_or_404(Run, run_id=run_id)
     if not model_admin.has_change_permission(request, run):
         raise PermissionDenied
     if action == "pause":
         if can_pause(run) and runs_pause([run]):
+            audit_run(request, model_admin, run, AuditAction.RUN_PAUSED)
             model_admin.message_user(request, "Paused 1 run. Items in flight finish; nothing new is sent.",
                                      messages.SUCCESS)
         else:
             model_admin.message_user(request, "Not paused: the run is finished or already paused.", messages.WARNING)
-    else:
-        override = action == "resume_override"
-        if not can_resume(run):
-            model_admin.message_user(request, "Nothing to resume: no failed items to requeue and the run is not paused.",
-                                     messages.WARNING)
+        return HttpResponseRedirect(run_url(run))
+    override = action == "resume_override"
+    if not can_resume(run):
+        model_admin.message_user(request, "Nothing to resume: no failed items to requeue and the run is not paused.",
+                                 messages.WARNING)
+        return HttpResponseRedirect(run_url(run))
+    if override:
+        if not request.user.has_perm(OVERRIDE_PERMISSION):
+            raise PermissionDenied
+        if request.POST.get("confirm") != "yes":
+            return override_confirm_page(request, model_admin, [run], from_action=False)
+    estimate = override_estimate(run, timezone.now()) if override else None
+    outcome = runs_resume([run], override_budget=override)
+    for resumed in outcome.resumed:
+        if override:
+            audit_run(request, model_admin, resumed, AuditAction.BUDGET_OVERRIDE, override_detail(estimate))
         else:
-            text, level = resume_message(runs_resume([run], override_budget=override), override_budget=override)
-            model_admin.message_user(request, text, level)
+            audit_run(request, model_admin, resumed, AuditAction.RUN_RESUMED, f"{plural(outcome.requeued, 'item')} requeued")
+    text, level = resume_message(outcome, override_budget=override)
+    model_admin.message_user(request, text, level)
     return HttpResponseRedirect(run_url(run))
+
+
+def override_detail(estimate: dict | None) -> str:
+    if not estimate:
+        return ""
+    text = (f"{plural(estimate['remaining_items'], 'item')} left, worst case ${estimate['worst_case_usd']:,.2f}; "
+            f"today's budget left ${estimate['budget_left_usd']:,.2f}")
+    if estimate["run_cap_left_usd"] is not None:
+        text += f"; run cap left ${estimate['run_cap_left_usd']:,.2f}"
+    if estimate["reason"]:
+        text += f"; was waiting for {estimate['reason']}"
+    return text
 
 
 # --- the admin index: spend against the cap, breaker state -----------------------------------------

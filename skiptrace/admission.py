@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from skiptrace import guards
+from skiptrace.guards import budget as budget_guard
 from skiptrace.states import WaitReason
 
 
@@ -53,13 +54,14 @@ ADMITTED = Admission()
 
 
 def budget_refusal(now: dt.datetime) -> Refusal:
-    """429 BudgetPause, with what an integrator needs to plan: the cap, today's spend (settled plus
-    the worst case in flight), and when the next budget day starts."""
+    """429 BudgetPause, with what an integrator needs to plan: the current cap (``guards.budget_caps``:
+    the console's setting, else the environment), today's spend (settled plus the worst case in
+    flight), and when the next budget day starts."""
     retry_after = guards.seconds_to_next_budget_day(now)
     resets_at = guards.next_budget_day_start(now)
     return Refusal("BudgetPause", 429, "today's skip-trace budget is spent", {
         "reason": WaitReason.DAILY_BUDGET.value, "retry_after": retry_after,
-        "daily_cap_usd": round(settings.SKIP_TRACE_DAILY_BUDGET_CENTS / 100, 2),
+        "daily_cap_usd": round(budget_guard.daily_cap_cents() / 100, 2),
         "spent_usd": round(guards.budget_spent_cents_today(now) / 100, 2),
         "resets_at": resets_at.isoformat().replace("+00:00", "Z"),
     })
@@ -159,7 +161,8 @@ def quote(leads: list, *, policy, now: dt.datetime) -> dict:
     ``duplicates``: leads whose normalized input another lead of the request already has (one
     call serves them all); ``cached``: distinct inputs the cache answers for free (none with
     ``force``); ``billable``: the distinct inputs left, each at most one call; ``worst_case_usd``:
-    billable x price, as if every one matched; ``budget_left_usd``: what today's cap has left.
+    billable x price, as if every one matched; ``budget_left_usd``: what today's cap (the current
+    one, ``guards.budget_caps``) has left.
     """
     from skiptrace.money import cache_lookup
 
@@ -170,7 +173,7 @@ def quote(leads: list, *, policy, now: dt.datetime) -> dict:
     cached = 0 if policy.force else len(cache_lookup(distinct, now))
     billable = len(distinct) - cached
     price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
-    left = max(0, settings.SKIP_TRACE_DAILY_BUDGET_CENTS - guards.budget_spent_cents_today(now))
+    left = budget_guard.budget_left_cents(now)
     return {
         "rows": len(leads), "invalid": invalid, "duplicates": len(signatures) - len(distinct), "cached": cached,
         "billable": billable, "worst_case_usd": round(billable * price / 100, 2),

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -68,12 +69,18 @@ class Run(models.Model):
     # (``service.runs_refresh`` spaces recounts of big runs by it)
     counted_at = models.DateTimeField(null=True, blank=True)
     count_ms = models.FloatField(default=0)
+    # who created it: the console user (null for the API and the CLI), and through what
+    # ("console", "api:<key name>", "cli")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_via = models.CharField(max_length=100, blank=True, default="")
 
     objects = RunQuerySet.as_manager()
 
     class Meta:
         db_table = "skiptrace_runs"
         ordering = ["-created_at"]
+        permissions = [("override_budget", "Can resume a run past the budget (override)")]
 
     def __str__(self) -> str:
         return self.run_id
@@ -165,7 +172,7 @@ class CacheEntry(models.Model):
         verbose_name_plural = "cache entries"
 
     def __str__(self) -> str:
-        return f"cache {self.idempotency_key[:12]}"
+        return f"cache entry {self.pk}"  # the id its list, its title and the call's link show
 
 
 class RunItem(models.Model):
@@ -267,3 +274,75 @@ class BreakerSample(models.Model):
 
     def __str__(self) -> str:
         return f"{'failure' if self.failure else 'success'} at {self.at:%H:%M:%S}"
+
+
+class BudgetSetting(models.Model):
+    """The budget caps every worker reads (one row, ``pk=1``; ``guards.budget_caps``).
+
+    No row: the environment gives the first value (``SKIP_TRACE_DAILY_BUDGET_USD``, no per-run cap).
+    Changed in the console by whoever has ``skiptrace.change_budgetsetting``; every change is an
+    ``AuditEvent`` (and an admin log entry) with the old and the new value.
+    """
+
+    SINGLETON = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON, editable=False)
+    daily_cap_cents = models.PositiveIntegerField(help_text="The most all runs together may spend per budget day.")
+    run_cap_cents = models.PositiveIntegerField(null=True, blank=True,
+                                                help_text="The most one run may spend in all; empty: no per-run cap.")
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        db_table = "skiptrace_budget_settings"
+        verbose_name = "budget setting"
+        verbose_name_plural = "budget settings"
+
+    def __str__(self) -> str:
+        return "Budget caps"
+
+
+class AuditAction(models.TextChoices):
+    RUN_CREATED = "run_created", "created the run"
+    RUN_PAUSED = "run_paused", "paused"
+    RUN_RESUMED = "run_resumed", "resumed"
+    BUDGET_OVERRIDE = "budget_override", "resumed past the budget (override)"
+    CAP_CHANGED = "cap_changed", "changed the budget caps"
+
+
+class AuditEvent(models.Model):
+    """Who did what to the money, and when: run creation, pause, resume, budget override, cap change.
+
+    ``actor`` is the console user (null for an API key or the CLI); ``actor_label`` names the actor
+    either way ("alice", "api:crm", "cli"). ``detail`` never holds a phone, email or token.
+    """
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    run_id = models.CharField(max_length=64, null=True, blank=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    actor_label = models.CharField(max_length=150, blank=True, default="")
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "skiptrace_audit_events"
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["run_id", "at"], name="ix_audit_run_at")]
+
+    def __str__(self) -> str:
+        return f"{self.actor_label or '?'} {self.get_action_display()} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def record(cls, action: str, *, run_id: str | None = None, user=None, via: str = "", detail: str = "",
+               at=None) -> AuditEvent:
+        """Write one event. ``user`` (a console user) or ``via`` ("api:<key>", "cli") names the actor."""
+        if user is not None and not getattr(user, "is_authenticated", False):
+            user = None
+        label = user.get_username() if user is not None else (via or "system")
+        if user is not None and via and via != "console":
+            label = f"{label} ({via})"
+        return cls.objects.create(action=action, run_id=run_id, actor=user, actor_label=label[:150],
+                                  detail=detail, at=at or timezone.now())
+from skiptrace.upload_models import UploadJob  # noqa: F401,E402  (helper B: temporary, the lead wires it)

@@ -33,7 +33,6 @@ from django.db.models import (
     F,
     Min,
     Q,
-    Sum,
     Value,
     When,
     Window,
@@ -50,7 +49,8 @@ from skiptrace.dialer import (
     row_from_cells,
     write_dialer_csv,
 )
-from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
+from skiptrace.guards import budget as budget_guard
+from skiptrace.models import ItemStatus, Run, RunItem
 
 REPORT_NAME = "report.json"
 CSV_NAME = "enriched.csv"
@@ -327,18 +327,18 @@ def _item_counts(run: Run) -> dict[str, int]:
         cached_hits=Count("id", filter=done & Q(cached=True)),
         stale_hits=Count("id", filter=done & Q(cached=True, stale=True)),
         provider_served=Count("id", filter=done & Q(cached=False, provider_call__isnull=False)),
+        # ``selectors.run_matched_leads``' definition, in the same query
+        matched_leads=Count("id", filter=done & Q(provider_call__matched=True)),
     )
 
 
 def _call_counts(run: Run) -> dict[str, int]:
-    return ProviderCall.objects.filter(run_id=run.pk).aggregate(
-        provider_calls=Count("id"),
-        spend_cents=Sum("cost_cents", default=0),
-        provider_requests=Count("batch_id", distinct=True, filter=~Q(batch_id="")),
-        lost_calls=Count("id", filter=Q(state=CallState.LOST)),
-        unreadable_calls=Count("id", filter=Q(state=CallState.UNREADABLE)),
-        bill_mismatch_calls=Count("id", filter=Q(bill_mismatch=True)),
-    )
+    """The run's provider calls and spend by the one definition every page and API answer uses
+    (``selectors.run_money``); ``spend_cents`` is the settled cost (open calls cost nothing yet)."""
+    from skiptrace.selectors import run_money
+
+    money = run_money([run.pk])[run.pk]
+    return {**money, "spend_cents": money["settled_cents"]}
 
 
 def _scan_done_items(run: Run) -> _ContactScan:
@@ -480,6 +480,7 @@ def _build_report(run: Run, scan: _ContactScan | None) -> dict:
         "email_any_pct": _pct(scan.email_any, items["done"]),
     }
     served = items["cached_hits"] + items["provider_served"]
+    scan_matched = items["matched_leads"]
     duration = 0.0
     if run.started_at and run.finished_at:
         duration = round(max(0.0, (run.finished_at - run.started_at).total_seconds()), 3)
@@ -501,7 +502,7 @@ def _build_report(run: Run, scan: _ContactScan | None) -> dict:
         "hit_rate": hit_rate,
         "cache_hit_ratio": round(items["cached_hits"] / served, 4) if served else 0.0,
         "budgets": {
-            "daily_cap_usd": _usd(settings.SKIP_TRACE_DAILY_BUDGET_CENTS),
+            "daily_cap_usd": _usd(budget_guard.daily_cap_cents()),
             "spent_usd": _usd(guards.budget_spent_cents_today(generated_at)),
             "soft_paused": bool(run.soft_paused),
         },
@@ -527,4 +528,8 @@ def _build_report(run: Run, scan: _ContactScan | None) -> dict:
         "unreadable_calls": calls["unreadable_calls"],
         "bill_mismatch_calls": calls["bill_mismatch_calls"],
         "cost_cents": calls["spend_cents"],
+        # the settled cost above, and apart from it the worst case of the run's calls still in flight
+        "in_flight_worst_case_usd": _usd(calls["in_flight_cents"]),
+        "matched_leads": scan_matched,
+        "cost_per_match_usd": round(calls["spend_cents"] / scan_matched / 100, 4) if scan_matched else None,
     }

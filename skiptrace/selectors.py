@@ -12,7 +12,8 @@ from django.conf import settings
 from django.db.models import Count, Q, Sum
 
 from skiptrace import guards
-from skiptrace.models import CallState, ItemStatus, ProviderCall, Run, RunItem
+from skiptrace.guards import budget as budget_guard
+from skiptrace.models import OPEN_CALL_STATES, CallState, ItemStatus, ProviderCall, Run, RunItem
 from skiptrace.provider import sanitize_for_debug
 
 
@@ -47,7 +48,7 @@ def metrics_snapshot(now: dt.datetime) -> dict:
         "provider_bill_mismatch_total": mismatches,
         "in_flight": items["in_flight"],
         "budget_spent_cents_today": guards.budget_spent_cents_today(now),
-        "budget_cap_cents": settings.SKIP_TRACE_DAILY_BUDGET_CENTS,
+        "budget_cap_cents": budget_guard.daily_cap_cents(),
     }
 
 
@@ -75,16 +76,104 @@ def latest_calls(limit: int) -> list[dict]:
 
 
 def budget_summary(now: dt.datetime) -> dict:
-    """Today's spend against the cap (the console's index and run page)."""
-    spent = guards.budget_spent_cents_today(now)
-    cap = settings.SKIP_TRACE_DAILY_BUDGET_CENTS
+    """Today's spend against the current cap (the console's index and run page): settled cost and
+    the worst case of calls still in flight apart, and their sum (what the cap is held against)."""
+    caps = budget_guard.budget_caps()
+    day = guards.budget_day(now)
+    row = ProviderCall.objects.filter(budget_day=day).aggregate(
+        settled=Sum("cost_cents", filter=~Q(state__in=OPEN_CALL_STATES), default=0),
+        in_flight=Sum("estimate_cents", filter=Q(state__in=OPEN_CALL_STATES), default=0),
+    )
+    spent = row["settled"] + row["in_flight"]
+    cap = caps.daily_cents
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
     return {
+        "settled_usd": row["settled"] / 100,
+        "in_flight_usd": row["in_flight"] / 100,
         "spent_usd": spent / 100,
         "cap_usd": cap / 100,
+        "left_usd": max(0, cap - spent) / 100,
+        "run_cap_usd": None if caps.run_cents is None else caps.run_cents / 100,
+        "from_env": not caps.stored,
         "pct": min(100, round(100.0 * spent / cap)) if cap else 100,
-        "exhausted": guards.budget_exhausted(now),
-        "day": guards.budget_day(now),
+        "exhausted": price > 0 and cap - spent < price,
+        "day": day,
         "tz": settings.SKIP_TRACE_BUDGET_TZ,
+    }
+
+
+# --- one definition of a run's provider calls and spend, for every page, API answer and report -----
+#
+# provider calls: ``provider_calls`` rows of the run (one per lead per provider request, written
+#   before the request is sent; a sanitized retry is its own row; errors and lost calls count);
+# provider requests: distinct ``batch_id`` of those rows (HTTP requests, up to 100 leads each);
+# settled: cost of the rows that are final; in flight: the worst-case estimate of the open rows;
+# matched leads: done items whose answer (fresh or cached) matched a person.
+
+
+def run_money(run_ids) -> dict[str, dict]:
+    """``{run_id: {provider_calls, provider_requests, settled_cents, in_flight_cents, lost_calls,
+    unreadable_calls, bill_mismatch_calls}}`` in one query (runs without calls get zeros)."""
+    ids = [r for r in dict.fromkeys(run_ids) if r]
+    zero = {"provider_calls": 0, "provider_requests": 0, "settled_cents": 0, "in_flight_cents": 0,
+            "lost_calls": 0, "unreadable_calls": 0, "bill_mismatch_calls": 0}
+    out = {r: dict(zero) for r in ids}
+    if not ids:
+        return out
+    rows = (
+        ProviderCall.objects.filter(run_id__in=ids).values("run_id").annotate(
+            provider_calls=Count("id"),
+            provider_requests=Count("batch_id", distinct=True, filter=~Q(batch_id="")),
+            settled_cents=Sum("cost_cents", filter=~Q(state__in=OPEN_CALL_STATES), default=0),
+            in_flight_cents=Sum("estimate_cents", filter=Q(state__in=OPEN_CALL_STATES), default=0),
+            lost_calls=Count("id", filter=Q(state=CallState.LOST)),
+            unreadable_calls=Count("id", filter=Q(state=CallState.UNREADABLE)),
+            bill_mismatch_calls=Count("id", filter=Q(bill_mismatch=True)),
+        )
+    )
+    for row in rows:
+        out[row.pop("run_id")] = row
+    return out
+
+
+def run_money_annotations() -> dict:
+    """The same definitions as ``run_money``, as subqueries to annotate a queryset of runs with
+    (``provider_calls``, ``provider_requests``, ``settled_cents``, ``in_flight_cents``)."""
+    from django.db.models import IntegerField, OuterRef, Subquery
+    from django.db.models.functions import Coalesce
+
+    def sub(expr):
+        q = ProviderCall.objects.filter(run_id=OuterRef("pk")).values("run_id").annotate(v=expr).values("v")
+        return Coalesce(Subquery(q, output_field=IntegerField()), 0)
+
+    return {
+        "m_provider_calls": sub(Count("id")),
+        "m_provider_requests": sub(Count("batch_id", distinct=True, filter=~Q(batch_id=""))),
+        "m_settled_cents": sub(Sum("cost_cents", filter=~Q(state__in=OPEN_CALL_STATES))),
+        "m_in_flight_cents": sub(Sum("estimate_cents", filter=Q(state__in=OPEN_CALL_STATES))),
+    }
+
+
+def run_matched_leads(run_id: str) -> int:
+    """Done items of the run whose answer matched a person (the denominator of cost per match)."""
+    return RunItem.objects.filter(run_id=run_id, status=ItemStatus.DONE, provider_call__matched=True).count()
+
+
+def run_spend(run: Run) -> dict:
+    """The run's money in one dict: calls, requests, settled and in-flight spend, cost per matched
+    lead, and the per-run cap with what it has left (the run page, its status JSON, the report)."""
+    money = run_money([run.run_id])[run.run_id]
+    matched = run_matched_leads(run.run_id)
+    caps = budget_guard.budget_caps()
+    worst = money["settled_cents"] + money["in_flight_cents"]
+    return {
+        **money,
+        "matched_leads": matched,
+        "settled_usd": round(money["settled_cents"] / 100, 2),
+        "in_flight_usd": round(money["in_flight_cents"] / 100, 2),
+        "cost_per_match_usd": round(money["settled_cents"] / matched / 100, 4) if matched else None,
+        "run_cap_usd": None if caps.run_cents is None else round(caps.run_cents / 100, 2),
+        "run_cap_left_usd": None if caps.run_cents is None else round(max(0, caps.run_cents - worst) / 100, 2),
     }
 
 

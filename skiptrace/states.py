@@ -4,8 +4,10 @@ A run carries independent facts, each in its own column:
 
 - ``finished_at``: set once, when its last item settled;
 - ``paused_by_operator``: an operator's pause (console, API); only an operator's resume clears it;
-- ``soft_paused`` (unless ``override_budget``): it waits for the budget (``reason = daily_budget``);
-  the next budget day clears it (``guards.budget_unpause``), whatever an operator did meanwhile;
+- ``soft_paused`` (unless ``override_budget``): it waits for the budget (``reason = daily_budget``:
+  the next budget day, or a raised daily cap, clears it; ``reason = run_budget``: the run reached the
+  per-run cap, a raised or removed per-run cap clears it — both in ``guards.budget_unpause``),
+  whatever an operator did meanwhile;
 - ``reason``: why its items wait, one of ``WaitReason`` (never the operator's pause, which has its
   own column: pausing and resuming a budget-paused run leaves it waiting for the budget).
 
@@ -32,6 +34,7 @@ class WaitReason(models.TextChoices):
     """Why a run's items wait (``Run.reason``)."""
 
     DAILY_BUDGET = "daily_budget"  # with soft_paused: until the next budget day, or an override
+    RUN_BUDGET = "run_budget"  # with soft_paused: the run reached the per-run cap; until it is raised, or an override
     CIRCUIT_OPEN = "circuit_open"  # until the breaker's probe succeeds
     PROVIDER_NOT_CONFIGURED = "provider_not_configured"  # until BATCHDATA_API_TOKEN is set
     PROVIDER_AUTH = "provider_auth"  # 401/403: until an operator fixes the token and resumes
@@ -100,6 +103,14 @@ def claimable_q(prefix: str = "") -> Q:
     )
 
 
+BUDGET_WAIT_REASONS = (WaitReason.DAILY_BUDGET, WaitReason.RUN_BUDGET)
+
+
+def budget_paused(*, finished: bool, soft_paused: bool, override_budget: bool) -> bool:
+    """A budget (the day's or the run's cap) stops the run now: an override would let it go on."""
+    return not finished and soft_paused and not override_budget
+
+
 def pausable_q(prefix: str = "") -> Q:
     """What an operator may pause: not finished, not already paused by an operator."""
     return _q(prefix, finished_at__isnull=True, paused_by_operator=False)
@@ -118,6 +129,11 @@ class RunQuerySet(models.QuerySet):
     def budget_waiting(self) -> RunQuerySet:
         """Unfinished runs waiting for the budget (what a new budget day lets go on)."""
         return self.filter(soft_paused=True, finished_at__isnull=True)
+
+    def budget_paused(self) -> RunQuerySet:
+        """Unfinished runs a budget stops now (the daily or the per-run cap), with no override: what
+        the console's "Resume past the budget" is for."""
+        return self.filter(soft_paused=True, override_budget=False, finished_at__isnull=True)
 
     def state_counts(self) -> dict[str, int]:
         """``{state: runs}`` for the unfinished states, in one query (the admin index)."""

@@ -15,7 +15,7 @@ from integrations.idempotency import KeyProblem, idempotent
 from skiptrace import admission, guards, reports, runs, selectors, signing
 from skiptrace.api import api_auth, error, require_scope
 from skiptrace.intake import LeadValidationError, is_text, parse_json_leads
-from skiptrace.models import Run
+from skiptrace.models import AuditAction, AuditEvent, Run
 from skiptrace.money import Policy
 
 
@@ -139,7 +139,10 @@ def runs_list(request: HttpRequest) -> HttpResponse:
                                       cursor=request.GET.get("cursor"))
     except ValueError as exc:
         return error("ValidationError", 400, str(exc), fields={"cursor": str(exc)})
-    return JsonResponse({"runs": [runs.run_status(r) for r in page], "next": cursor})
+    from skiptrace.selectors import run_money
+
+    money = run_money([r.run_id for r in page])
+    return JsonResponse({"runs": [runs.run_status(r, money[r.run_id]) for r in page], "next": cursor})
 
 
 @api_auth(("POST",), json_body=True)
@@ -180,6 +183,9 @@ def _runs_create(request: HttpRequest) -> HttpResponse:
     if decision.refusal is not None:
         return _refused(decision.refusal)
     created = runs.run_create(source_label=label, leads=parsed, policy=policy, now=now)
+    via = _via(request)
+    Run.objects.filter(pk=created.run.pk).update(created_via=via)
+    AuditEvent.record(AuditAction.RUN_CREATED, run_id=created.run.run_id, via=via, detail=f"{created.total} leads")
     return JsonResponse({"run_id": created.run.run_id, "total": created.total, "invalid": created.invalid})
 
 
@@ -206,6 +212,8 @@ def run_resume(request: HttpRequest, run_id: str) -> HttpResponse:
     if not override and not run.override_budget and guards.budget_exhausted(now):
         return _budget_pause(now)
     requeued = runs.run_resume(run=run, override_budget=override, now=now)
+    AuditEvent.record(AuditAction.BUDGET_OVERRIDE if override else AuditAction.RUN_RESUMED, run_id=run.run_id,
+                      via=_via(request), detail=f"{requeued} items requeued")
     return JsonResponse({"run_id": run.run_id, "requeued": requeued, "override_budget": override})
 
 
@@ -218,6 +226,7 @@ def run_pause(request: HttpRequest, run_id: str) -> HttpResponse:
     if run.finished_at is not None:
         return error("Conflict", 409, "the run is finished; there is nothing to pause", state=run.state)
     runs.run_pause(run=run)
+    AuditEvent.record(AuditAction.RUN_PAUSED, run_id=run.run_id, via=_via(request))
     run.refresh_from_db()
     return JsonResponse(runs.run_status(run))
 
@@ -337,3 +346,9 @@ def debug_latest(request: HttpRequest) -> HttpResponse:
         return error("ValidationError", 400, "limit must be a whole number from 1 to 100", fields={"limit": "1..100"})
     calls = selectors.latest_calls(int(raw))
     return JsonResponse({"calls": calls})
+
+
+def _via(request: HttpRequest) -> str:
+    """How an API caller is named in the audit trail: ``api:<key name>`` or ``api:admin-token``."""
+    principal = getattr(request, "principal", None)
+    return (f"api:{principal.name}" if principal is not None else "api")[:100]

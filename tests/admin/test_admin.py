@@ -121,9 +121,14 @@ def messages_of(response) -> list[str]:
 
 
 def upload(client: Client, text: str | bytes, name: str = "leads.csv", **fields):
+    """Upload, then confirm the quote (a small file is quoted and queued inside the request)."""
     data = text.encode("utf-8") if isinstance(text, str) else text
-    return client.post(UPLOAD, {"file": SimpleUploadedFile(name, data, content_type="text/csv"), **fields},
-                       follow=True)
+    response = client.post(UPLOAD, {"file": SimpleUploadedFile(name, data, content_type="text/csv"), **fields},
+                           follow=True)
+    job = (response.context or {}).get("job")
+    if job is None or job.state != "quoted":
+        return response  # the form, with why the file was refused
+    return client.post(reverse("admin:skiptrace_run_upload_confirm", args=[job.token]), follow=True)
 
 
 def csv_rows(response) -> list[list[str]]:
@@ -400,7 +405,7 @@ def test_resume_while_the_budget_is_spent_needs_the_override(admin_client, setti
     response = action(admin_client, RUNS, "resume_runs", [run.pk])
     assert "Resumed 0 runs" in messages_of(response)[0] and "budget is spent" in messages_of(response)[0]
     assert Run.objects.get(pk=run.pk).failed == 2
-    response = action(admin_client, RUNS, "resume_runs_override_budget", [run.pk])
+    response = action(admin_client, RUNS, "resume_runs_override_budget", [run.pk], confirm="yes")
     assert messages_of(response) == ["Resumed 1 run past today's budget (2 items requeued)."]
     run.refresh_from_db()
     assert run.override_budget and run.queued == 2
@@ -409,7 +414,7 @@ def test_resume_while_the_budget_is_spent_needs_the_override(admin_client, setti
 def test_override_resumes_a_run_paused_for_the_budget(admin_client):
     run = make_run(2)
     Run.objects.filter(pk=run.pk).update(soft_paused=True, reason="daily_budget", started_at=timezone.now())
-    response = action(admin_client, RUNS, "resume_runs_override_budget", [run.pk])
+    response = action(admin_client, RUNS, "resume_runs_override_budget", [run.pk], confirm="yes")
     assert messages_of(response)[0].startswith("Resumed 1 run past today's budget")
     run.refresh_from_db()
     assert run.state == "running" and run.override_budget and not run.soft_paused

@@ -162,6 +162,13 @@ def test_ops_console_end_to_end(browser, live_server, sandbox, settings, django_
     browser.find_element(By.NAME, "file").send_keys(str(leads_file))
     browser.find_element(By.NAME, "label").send_keys("September list")
     browser.find_element(By.NAME, "_upload").click()
+    # The quote first: nothing is created until it is confirmed.
+    wait_for(lambda: browser.find_elements(By.ID, "upl-quote"), "the quote")
+    quote = browser.find_element(By.ID, "upl-quote").text
+    assert "Rows in the file 9" in quote and "Refused at intake (never sent, free) 1" in quote
+    assert not Run.objects.exists()
+    screenshot(browser, "upload-quote.png")
+    browser.find_element(By.NAME, "_confirm").click()
     wait_for(lambda: browser.find_elements(By.ID, "run-state"), "the run page")
     messages = browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     assert "9 leads, 1 refused at intake" in messages
@@ -272,3 +279,173 @@ def test_ops_console_end_to_end(browser, live_server, sandbox, settings, django_
     browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
     saved = wait_for(lambda: [p for p in downloads.glob("contacts-*.csv")], "the exported file")
     assert saved[0].read_bytes().decode("utf-8-sig") == exported.content.decode("utf-8-sig")
+
+
+# --- fit: the lists at 1,400 px without sideways scrolling, the run page and contacts at 390 px -----
+
+
+def login(browser, base: str, django_user_model, username: str = "ops") -> None:
+    from selenium.webdriver.common.by import By
+
+    if not django_user_model.objects.filter(username=username).exists():
+        django_user_model.objects.create_superuser(username, f"{username}@example.com", "correct-horse-battery")
+    browser.get(base + "/admin/login/")
+    browser.find_element(By.NAME, "username").send_keys(username)
+    browser.find_element(By.NAME, "password").send_keys("correct-horse-battery")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(lambda: browser.find_elements(By.ID, "ops-summary"), "the admin index")
+
+
+def at_width(browser, width: int, url: str) -> dict:
+    """Load ``url`` in a viewport ``width`` px wide; how wide the page is and what sticks out."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600})
+    browser.get(url)
+    return browser.execute_script("""
+        var doc = document.documentElement;
+        var out = [];
+        document.querySelectorAll('#content *').forEach(function (el) {
+          var r = el.getBoundingClientRect();
+          if (r.right > window.innerWidth + 1 && r.width > 0) { out.push(el.tagName + '.' + el.className + '#' + el.id); }
+        });
+        var table = document.getElementById('result_list');
+        var right = table ? Math.round(table.getBoundingClientRect().right) : 0;
+        return {scroll: doc.scrollWidth, inner: window.innerWidth, table_right: right, out: out.slice(0, 8)};
+    """)
+
+
+def fit_data():
+    """Two runs (one long label, money in flight) and leads with three phones and three long emails."""
+    from django.utils import timezone
+
+    from contacts.models import Email, Lead, Phone
+    from skiptrace.intake import LeadInput
+    from skiptrace.runs import run_create
+    from skiptrace.service import Policy
+
+    made = []
+    for n, label in enumerate(["September list from the county tax roll, second batch (west side)", "api:crm"]):
+        leads = [LeadInput(lead_id=f"F{n}-{i}", first_name="Pat", last_name=f"Owner{i}",
+                           street=f"{100 + i} Oak St", city="Tampa", state="FL", zip="33610") for i in range(3)]
+        made.append(run_create(source_label=label, leads=leads, policy=Policy()).run)
+    Run.objects.filter(pk=made[0].pk).update(started_at=timezone.now(), paused_by_operator=True, soft_paused=True,
+                                             reason="daily_budget", cost_cents=123_456)
+    from skiptrace.service import runs_refresh
+
+    RunItem.objects.filter(run=made[1]).update(status="failed", last_error="provider_error: http_5xx: boom")
+    runs_refresh([made[1].run_id], now=timezone.now(), force=True)  # finished: its downloads show
+    for i in range(12):
+        lead = Lead.objects.create(
+            lead_id=f"LONG-LEAD-{i:04d}", address=f"{1000 + i} Northwest Pinewood Boulevard Apt {i}, Saint Petersburg, FL 33701",
+            owner=f"Maximiliana Featherstonehaugh-{i}", source="batchdata", matched=True,
+            contacts_updated_at=timezone.now(), cached=bool(i % 2))
+        Phone.objects.bulk_create(Phone(lead=lead, number=f"+1813555{i:02d}{k}{k}", type="Mobile", position=k,
+                                        confidence=90, dnc_checked_at=timezone.now()) for k in range(4))
+        Email.objects.bulk_create(Email(lead=lead, address=f"maximiliana.featherstonehaugh{k}.{i}@longdomain-example.com",
+                                        position=k) for k in range(3))
+    return made
+
+
+def test_lists_fit_1400_and_pages_are_usable_at_390(browser, live_server, django_user_model):
+    runs = fit_data()
+    base = live_server.url
+    login(browser, base, django_user_model)
+    pages = {
+        "runs": base + reverse("admin:skiptrace_run_changelist"),
+        "contacts": base + reverse("admin:contacts_lead_changelist"),
+        "run": base + reverse("admin:skiptrace_run_change", args=[runs[0].run_id]),
+        "finished-run": base + reverse("admin:skiptrace_run_change", args=[runs[1].run_id]),
+    }
+    for width, names in ((1400, ("runs", "contacts", "run")), (390, ("run", "finished-run", "contacts", "runs"))):
+        for name in names:
+            fit = at_width(browser, width, pages[name])
+            screenshot(browser, f"fit-{name}-{width}.png", width=width)
+            # nothing sticks out: neither the page nor a table in its own scrolling box
+            assert fit["scroll"] <= fit["inner"] and not fit["out"], f"{name} at {width}px scrolls sideways: {fit}"
+            if name == "finished-run":  # the two download buttons side by side or stacked, never overlapping
+                boxes = browser.execute_script(
+                    "return ['download-report', 'download-csv'].map(function (id) {"
+                    " var r = document.getElementById(id).getBoundingClientRect();"
+                    " return [r.left, r.top, r.right, r.bottom]; });")
+                (l1, t1, r1, b1), (l2, t2, r2, b2) = boxes
+                assert r1 <= l2 or r2 <= l1 or b1 <= t2 or b2 <= t1, f"the download buttons overlap: {boxes}"
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+# --- pause / resume, the budget pause, the override with its confirmation, the downloads ----------
+
+
+def test_pause_resume_override_with_confirmation_and_downloads(browser, live_server, sandbox, settings,
+                                                               django_user_model):
+    from selenium.webdriver.common.by import By
+
+    from skiptrace.intake import LeadInput
+    from skiptrace.models import AuditEvent, BudgetSetting
+    from skiptrace.runs import run_create
+    from skiptrace.service import Policy
+
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    BudgetSetting.objects.create(daily_cap_cents=2 * price)  # the console's cap: two calls today
+    leads = [LeadInput(lead_id=f"P-{i}", first_name="Pat", last_name=f"Owner{i}", street=f"{200 + i} Oak St",
+                       city="Tampa", state="FL", zip="33610") for i in range(5)]
+    run = run_create(source_label="Override walk", leads=leads, policy=Policy()).run
+    base = live_server.url
+    login(browser, base, django_user_model)
+    browser.get(base + reverse("admin:skiptrace_budgetsetting_change", args=[1]))  # the caps every worker reads
+    assert browser.find_element(By.NAME, "daily_cap_usd").get_attribute("value") == f"{2 * price / 100:.2f}"
+    screenshot(browser, "walk-budget-caps-1400.png", width=1400)
+    browser.get(base + reverse("admin:skiptrace_run_change", args=[run.run_id]))
+
+    def state() -> str:
+        return browser.find_element(By.ID, "run-state").text
+
+    def message() -> str:
+        return browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
+
+    # Pause: only Pause is offered on a queued run; once paused, only Resume, and the page stays live.
+    assert browser.find_elements(By.ID, "btn-pause") and not browser.find_elements(By.ID, "btn-resume")
+    browser.find_element(By.ID, "btn-pause").click()
+    wait_for(lambda: "Paused 1 run" in message(), "the pause message")
+    assert state() == "paused" and not browser.find_elements(By.ID, "btn-pause")
+    assert "updating every" in browser.find_element(By.ID, "ops-live-note").text
+    screenshot(browser, "walk-paused-1400.png", width=1400)
+    browser.find_element(By.ID, "btn-resume").click()
+    wait_for(lambda: "Resumed 1 run" in message(), "the resume message")
+
+    # The worker spends today's cap (two calls) and the run waits for the budget: the open page
+    # follows it by itself and now highlights "Resume past the budget".
+    worker = Worker(concurrency=1, batch_size=1, run_id=run.run_id)
+    while worker.process_one_batch():
+        pass
+    wait_for(lambda: browser.find_elements(By.ID, "btn-resume-override"), "the budget pause on the open page")
+    assert "default" in browser.find_element(By.ID, "btn-resume-override").get_attribute("class")
+    assert "budget is spent" in browser.find_element(By.ID, "budget-pause-note").text
+    screenshot(browser, "walk-budget-paused-1400.png", width=1400)
+    screenshot(browser, "walk-budget-paused-390.png", width=390)
+
+    # The override asks first, with what the run may still spend.
+    browser.find_element(By.ID, "btn-resume-override").click()
+    wait_for(lambda: browser.find_elements(By.ID, "btn-confirm-override"), "the confirmation page")
+    estimate = browser.find_element(By.ID, "override-estimate").text
+    left = RunItem.objects.filter(run=run, status="queued").count()  # an unmatched answer costs nothing: more fit
+    assert left >= 1
+    assert f" {left} ${left * price / 100:.2f}" in estimate  # the leads left, each a paid match at worst
+    assert "$0.00" in browser.find_element(By.ID, "override-budget-left").text  # today's cap is used up
+    screenshot(browser, "walk-override-confirm-1400.png", width=1400)
+    screenshot(browser, "walk-override-confirm-390.png", width=390)
+    browser.find_element(By.ID, "btn-confirm-override").click()
+    wait_for(lambda: "past today's budget" in message(), "the override message")
+
+    # The run finishes past the cap; the downloads appear; the trail says who did what.
+    thread = work_in_background(run.run_id)
+    wait_for(lambda: state() == "finished", "the run to finish", timeout=WAIT_S)
+    thread.join(timeout=WAIT_S)
+    trail = browser.find_element(By.ID, "audit-trail").text
+    assert "ops" in trail and "paused" in trail and "resumed past the budget" in trail
+    assert AuditEvent.objects.filter(run_id=run.run_id).count() == 3
+    http = session_for(browser)
+    for link_id in ("download-report", "download-csv"):
+        response = http.get(browser.find_element(By.ID, link_id).get_attribute("href"), timeout=10)
+        assert response.status_code == 200 and "attachment" in response.headers["Content-Disposition"]
+    screenshot(browser, "walk-finished-1400.png", width=1400)
+    screenshot(browser, "walk-finished-390.png", width=390)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from skiptrace import guards
 from skiptrace.admin_views import ops_summary
@@ -172,6 +173,8 @@ def test_the_console_upload_and_the_cli_warn_only_when_a_lead_needs_the_spent_bu
         file = io.BytesIO(text.encode())
         file.name = "leads.csv"
         response = admin_client.post(f"{RUNS}upload/", {"file": file, "label": ""}, follow=True)
+        job = response.context["job"]  # the quote: confirm it
+        response = admin_client.post(reverse("admin:skiptrace_run_upload_confirm", args=[job.token]), follow=True)
         return [str(m) for m in response.context["messages"]]
 
     assert not any("budget is spent" in m for m in upload(cached_csv))
