@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from integrations.models import IdempotencyRecord
+from skiptrace.dbconn import release_connection
 
 HEADER = "Idempotency-Key"
 TTL = dt.timedelta(hours=24)
@@ -91,4 +92,5 @@ def _repeat(principal: str, route: str, key: str, body_hash: str, *, sleep: Call
         if time.monotonic() >= deadline:
             raise KeyProblem(409, "IdempotencyConflict",
                              f"the first request with this {HEADER} is still at work; retry later")
+        release_connection()  # a waiting repeat holds no pooled connection (the first needs one to finish)
         sleep(0.05)

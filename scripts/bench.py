@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_highrate  # noqa: E402
 import bench_leads  # noqa: E402
 
 PY = sys.executable
@@ -1216,8 +1217,9 @@ SCENARIOS = {
     "intake_pg": (sc_intake, ["small", "large"], {}, 600, True),
     "report_pg": (sc_report, ["setup", "measure"], {}, 900, True),
 }
-DEFAULT_ORDER = ["e2e", "naive", "batch1", "report", "intake", "status", "profile", "contention"]
-PG_ORDER = ["scaleout", "profile_pg", "intake_pg", "report_pg"]
+SCENARIOS.update(bench_highrate.SCENARIOS)  # RPS 50, 64 in flight, PostgreSQL 10 ms away
+DEFAULT_ORDER = ["e2e", "naive", "batch1", "report", "intake", "status", "profile", "contention", "highrate_sqlite"]
+PG_ORDER = ["scaleout", "profile_pg", "intake_pg", "report_pg", "highrate_pg", "rps_netem"]
 
 
 def scenario_main(args) -> int:

@@ -21,6 +21,7 @@ from contacts.services import leads_upsert
 from skiptrace import guards, normalize
 from skiptrace.admission import admit, budget_refusal
 from skiptrace.bulk import insert_rows, row_factory
+from skiptrace.dbconn import release_connection
 from skiptrace.intake import IntakeError, LeadInput, derive_lead_id
 from skiptrace.models import AttemptReason, ItemStatus, Run, RunItem
 from skiptrace.money import Policy, runs_refresh
@@ -176,7 +177,14 @@ def run_pause(*, run: Run) -> bool:
     return bool(Run.objects.filter(run_id=run.run_id, finished_at__isnull=True).update(paused_by_operator=True))
 
 
-def run_status(run: Run) -> dict:
+def run_status(run: Run, money: dict | None = None) -> dict:
+    """A run's status (API, webhooks). Provider calls and requests are counted as everywhere else
+    (``selectors.run_money``: call rows, sanitized retries and errors included; distinct requests);
+    pass ``money`` when listing many runs (one query for all)."""
+    from skiptrace.selectors import run_money
+
+    if money is None:
+        money = run_money([run.run_id])[run.run_id]
     return {
         "run_id": run.run_id,
         "source_label": run.source_label,
@@ -187,8 +195,10 @@ def run_status(run: Run) -> dict:
         "done": run.done or 0,
         "failed": run.failed or 0,
         "cache_hits": run.cache_hits,
-        "provider_calls": run.provider_served,
+        "provider_calls": money["provider_calls"],
+        "provider_requests": money["provider_requests"],
         "cost_usd": round(run.cost_cents / 100, 2),
+        "in_flight_usd": round(money["in_flight_cents"] / 100, 2),
         "soft_paused": bool(run.soft_paused) and not run.override_budget,
         "override_budget": run.override_budget,
         "reason": run.shown_reason,
@@ -307,6 +317,7 @@ def lead_skiptrace(
             break
         if last is not None and (last.budget_paused or last.circuit_open):
             break
+        release_connection()  # waiting for another request's answer holds no pooled connection
         sleep(0.1)
     item = RunItem.objects.select_related("provider_call").get(run=run)
     if item.status != ItemStatus.DONE:

@@ -74,6 +74,13 @@ class Worker:
         money.leases_reap(now=now)
         money.runs_refresh_stale(now=now)
         guards.budget_unpause(now)
+        if self.run_id is None:  # the fleet's workers, not a CLI --wait on one run (it exits when idle)
+            from skiptrace import uploads
+
+            try:
+                uploads.upload_jobs_kick()  # real time on purpose (upload leases are wall-clock)
+            except Exception:
+                log.exception("taking over abandoned upload jobs failed")
 
     def process_one_batch(self) -> bool:
         """Claim and process one batch. True = did work; False = nothing was claimable."""
@@ -148,6 +155,7 @@ class Worker:
                 except Exception:  # one bad batch must not kill the worker; its leases expire and it is retried
                     log.exception("batch failed; its items return to the queue when their lease expires")
                     did_work = False
+                    release_connection()
                     time.sleep(1.0)
                 if did_work:
                     continue

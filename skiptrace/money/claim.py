@@ -16,9 +16,9 @@ from skiptrace.states import claimable_q
 def items_claim(*, limit: int, now: dt.datetime, worker_id: str, run_id: str | None = None) -> list[RunItem]:
     """Take up to ``limit`` queued items whose time has come, with a lease.
 
-    PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so workers on several hosts never block on or
-    double-claim a row. SQLite: the transaction holds the write lock from its start (IMMEDIATE), so
-    the conditional update below is the claim.
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` inside one UPDATE, so workers on several hosts never
+    block on or double-claim a row (``_claim_one_statement``). SQLite: the transaction holds the
+    write lock from its start (IMMEDIATE), so the conditional update below is the claim.
     """
     lease = now + dt.timedelta(seconds=lease_seconds())
     eligible = RunItem.objects.filter(status=ItemStatus.QUEUED).filter(
@@ -27,10 +27,10 @@ def items_claim(*, limit: int, now: dt.datetime, worker_id: str, run_id: str | N
     eligible = eligible.filter(claimable_q("run__"))
     if run_id is not None:
         eligible = eligible.filter(run_id=run_id)
+    candidates = eligible.order_by("run__created_at", "position", "id")
+    if connection.vendor == "postgresql":
+        return _claim_one_statement(candidates, limit=limit, now=now, lease=lease, worker_id=worker_id)
     with transaction.atomic():
-        candidates = eligible.order_by("run__created_at", "position", "id")
-        if connection.vendor == "postgresql":
-            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
         ids = list(candidates.values_list("id", flat=True)[:limit])
         if not ids:
             return []
@@ -40,4 +40,38 @@ def items_claim(*, limit: int, now: dt.datetime, worker_id: str, run_id: str | N
         items = list(RunItem.objects.filter(id__in=ids, status=ItemStatus.IN_FLIGHT, lease_until=lease).select_related("run"))
         run_ids = {item.run_id for item in items}
         Run.objects.filter(run_id__in=run_ids, started_at__isnull=True).update(started_at=now)
+    return items
+
+
+def _claim_one_statement(candidates, *, limit: int, now: dt.datetime, lease: dt.datetime,
+                         worker_id: str) -> list[RunItem]:
+    """PostgreSQL: pick (``FOR UPDATE SKIP LOCKED``), lease and read the items in one statement,
+    its own transaction: one round trip where the transaction took six (BEGIN, pick, update, read,
+    the runs' start, COMMIT). With PostgreSQL 10 ms away that was 60 ms of a pooled connection per
+    batch. The runs are read with one more query; a run's first claim sets its ``started_at``."""
+    quote = connection.ops.quote_name
+    table = quote(RunItem._meta.db_table)
+    pick_sql, pick_params = candidates.values("id")[:limit].query.sql_with_params()
+    columns = ", ".join(f"{table}.{quote(f.column)}" for f in RunItem._meta.concrete_fields)
+    # The pick is a CTE: evaluated once. As `id IN (subquery)` PostgreSQL may run the subquery again
+    # for every row it updates, and its LIMIT then bounds each run, not the claim (seen: a claim of
+    # 1 took all 12 queued items).
+    sql = (
+        f"WITH picked AS ({pick_sql} FOR UPDATE OF {table} SKIP LOCKED) "
+        f"UPDATE {table} SET {quote('status')} = %s, {quote('lease_until')} = %s, {quote('updated_at')} = %s, "
+        f"{quote('worker_id')} = %s FROM picked WHERE {table}.{quote('id')} = picked.{quote('id')} "
+        f"AND {table}.{quote('status')} = %s RETURNING {columns}"
+    )
+    params = [*pick_params, ItemStatus.IN_FLIGHT, lease, now, worker_id[:64], ItemStatus.QUEUED]
+    items = sorted(RunItem.objects.raw(sql, params), key=lambda i: (i.position, i.id))
+    if not items:
+        return []
+    runs = {r.run_id: r for r in Run.objects.filter(run_id__in={i.run_id for i in items})}
+    unstarted = [run_id for run_id, run in runs.items() if run.started_at is None]
+    if unstarted:
+        Run.objects.filter(run_id__in=unstarted, started_at__isnull=True).update(started_at=now)
+        for run_id in unstarted:
+            runs[run_id].started_at = now
+    for item in items:
+        item.run = runs[item.run_id]
     return items

@@ -18,6 +18,8 @@ from django.db import transaction
 
 from skiptrace import guards
 from skiptrace.bulk import insert_rows, update_rows
+from skiptrace.guards.budget import budget_caps, budget_cut, run_cap_pause
+from skiptrace.guards.locks import guard_row_exists, lock_row
 from skiptrace.models import (
     OPEN_CALL_STATES,
     UNKNOWN_OUTCOME_STATES,
@@ -100,11 +102,17 @@ def batch_reserve(
                 to_call.append(sig)
         if not to_call:
             return None
+        fast = reserve_within_budget(to_call, by_sig, calls_by_sig, now=now, outcome=outcome,
+                                     api=client.api_version, worker_id=worker_id)
+        if fast is not None:
+            fast.probe = breaker.probe
+            return fast
         # Budget: cut the batch to what the remaining budget pays at worst case (every record matched).
         override = [s for s in to_call if all(i.run.override_budget for i in by_sig[s])]
         capped = [s for s in to_call if s not in set(override)]
-        fits = guards.budget_fit(len(capped), now=now)
-        over = capped[fits:]
+        # ... and to what each run's own cap (when set) pays: a call is charged to its first item's run
+        cut = budget_cut([by_sig[s][0].run_id for s in capped], now=now)
+        over = [capped[i] for i in cut.over_day]
         if over:
             over_items = [i for s in over for i in by_sig[s]]
             requeue(over_items, now=now, delay_s=None, reason=WaitReason.DAILY_BUDGET)
@@ -115,13 +123,89 @@ def batch_reserve(
             outcome.budget_paused = True
             log.warning("daily budget reached: %d leads wait for budget runs=%s", len(over_items),
                         ",".join(sorted({i.run_id for i in over_items})))
-        chosen = override + capped[:fits]
+        run_over = [capped[i] for i in cut.over_run]
+        if run_over:
+            run_over_items = [i for s in run_over for i in by_sig[s]]
+            requeue(run_over_items, now=now, delay_s=None, reason=None)
+            run_cap_pause({by_sig[s][0].run_id for s in run_over})
+            outcome.waiting += len(run_over_items)
+            outcome.budget_paused = True
+        chosen = override + [capped[i] for i in cut.fit]
         if not chosen:
             return None
         reserved = reserve_calls(chosen, by_sig, calls_by_sig, now=now, outcome=outcome, api=client.api_version,
                                   worker_id=worker_id)
         reserved.probe = breaker.probe
         return reserved
+
+
+def reserve_within_budget(
+    to_call: list[str], by_sig: dict[str, list[RunItem]], calls_by_sig: dict[str, SignatureCalls], *,
+    now: dt.datetime, outcome: BatchOutcome, api: str, worker_id: str,
+) -> Reserved | None:
+    """PostgreSQL, far from the cap: reserve every call first, then check today's total (these
+    calls included) under the budget lock as the transaction's last step. Returns None, with
+    nothing reserved, when the classic cut must decide (a per-run cap is set, or the total would
+    pass the daily cap); the caller then takes the lock first and cuts the batch.
+
+    Why: the classic order takes the lock, then reads the caps and the spend, inserts the calls,
+    reads them back and points the items at them, all before the commit releases the lock: seven
+    round trips with the whole fleet's reservations queued behind it. With PostgreSQL 10 ms away
+    that capped the fleet near 14 reservations (= provider requests) a second. Here the lock and
+    the total are one message, and only the commit follows: the lock is held one round trip.
+    The invariant is the same: the check sees every committed reservation (the lock orders them)
+    and this transaction's own, and the calls commit only if the total is within the cap.
+    """
+    from django.db import connection
+
+    price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
+    if connection.vendor != "postgresql" or price <= 0:
+        return None
+    caps = budget_caps()
+    if caps.run_cents is not None:
+        return None
+    day = guards.budget_day(now)
+    items = [i for sig in to_call for i in by_sig[sig]]
+    before = [(i.provider_call_id, i.lease_until, i.updated_at) for i in items]
+    waiting_before = outcome.waiting
+    sid = transaction.savepoint()
+    reserved = reserve_calls(to_call, by_sig, calls_by_sig, now=now, outcome=outcome, api=api,
+                             worker_id=worker_id, quiet=True)
+    if not reserved.calls or day_total_locked(day) <= caps.daily_cents:
+        log_reserved(reserved)
+        return reserved
+    transaction.savepoint_rollback(sid)  # over the cap: undo, and let the classic cut decide
+    for item, (call_id, lease_until, updated_at) in zip(items, before, strict=True):
+        item.provider_call_id, item.lease_until, item.updated_at = call_id, lease_until, updated_at
+        item._state.fields_cache.pop("provider_call", None)
+    outcome.waiting = waiting_before
+    log.info("reservation over today's cap: undone, the batch is cut to the budget instead")
+    return None
+
+
+def day_total_locked(day: dt.date) -> int:
+    """Take the budget lock and read the day's total (settled cost + open estimates, this
+    transaction's own calls included) in one message: one round trip."""
+    from django.db import connection
+    from psycopg import sql
+
+
+    guard_row_exists("budget")
+    open_states = sql.SQL(", ").join(sql.Literal(str(s)) for s in OPEN_CALL_STATES)
+    script = sql.SQL("""
+        SELECT 1 FROM skiptrace_guards WHERE name = 'budget' FOR UPDATE;
+        SELECT COALESCE(SUM(CASE WHEN state IN ({open}) THEN estimate_cents ELSE cost_cents END), 0)
+          FROM provider_calls WHERE budget_day = {day};
+    """).format(open=open_states, day=sql.Literal(day))
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        raw.execute(script.as_string(raw.connection))
+        locked = raw.fetchall()
+        raw.nextset()
+        total = int(raw.fetchone()[0])
+    if not locked:  # the guard row is gone (a test's flush): lock it the classic way
+        lock_row("budget")
+    return total
 
 
 @dataclass
@@ -163,6 +247,7 @@ def reserve_calls(
     outcome: BatchOutcome,
     api: str = "v1",
     worker_id: str = "local",
+    quiet: bool = False,
 ) -> Reserved:
     batch_id = uuid.uuid4().hex
     day = guards.budget_day(now)
@@ -214,14 +299,20 @@ def reserve_calls(
             item.provider_call, item.lease_until, item.updated_at = call, lease, now
     update_rows(RunItem, [i for c in reserved.calls for i in reserved.served[c.pk]],
                 ["provider_call", "lease_until", "updated_at"])
+    if not quiet:
+        log_reserved(reserved)
+    return reserved
+
+
+def log_reserved(reserved: Reserved) -> None:
     if reserved.calls:
+        batch_id = reserved.batch_id
         log.info("batch %s reserved: runs=%s calls=%d provider_call_ids=%d..%d", batch_id,
                  ",".join(sorted({c.run_id or "-" for c in reserved.calls})), len(reserved.calls),
                  reserved.calls[0].pk, reserved.calls[-1].pk)
         for call in reserved.calls:
             log_call("reserved", call.pk, call.run_id, call.lead_id, generation=call.generation,
                      attempt_reason=call.attempt_reason)
-    return reserved
 
 
 def trace_request(item: RunItem, *, request_id: str) -> TraceRequest:

@@ -16,6 +16,7 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
 
 from integrations.models import ApiKey, DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -354,7 +355,12 @@ def test_concurrent_force_calls_with_one_key_pay_once(sandbox):
     answers: list = []
 
     def call() -> None:
-        answers.append(ApiClient().post_json("/api/skiptrace", body, HTTP_IDEMPOTENCY_KEY="force-7"))
+        try:
+            answers.append(ApiClient().post_json("/api/skiptrace", body, HTTP_IDEMPOTENCY_KEY="force-7"))
+        finally:
+            # Django's test client does not close connections at the end of a request (gunicorn
+            # does): a thread that ends without this keeps a pooled connection from the others.
+            connection.close()
 
     threads = [threading.Thread(target=call) for _ in range(20)]
     for t in threads:

@@ -42,7 +42,7 @@ def test_three_worker_processes_work_one_run_each_item_once_within_rate_and_conc
         SKIP_TRACE_CONCURRENCY=str(CONCURRENCY), LOG_LEVEL="info",
         SKIP_TRACE_DAILY_BUDGET_USD="1000.00",  # 5,000 x $0.07 worst case is past the default $200 cap
     )
-    procs = [start_worker(env, "--exit-when-idle") for _ in range(3)]
+    procs = [start_worker(env, "--exit-when-idle", "--processes", "1") for _ in range(3)]
     try:
         outputs = [p.communicate(timeout=80)[0] for p in procs]
     finally:
