@@ -137,3 +137,17 @@ def row_factory(model: type[models.Model]) -> Callable[..., SimpleNamespace]:
         return SimpleNamespace(**row)
 
     return make
+
+
+ANALYZE_AFTER_ROWS = 5000
+
+
+def analyze_after_bulk(model: type[models.Model], rows: int) -> None:
+    """PostgreSQL: refresh the planner's statistics of ``model``'s table after a bulk insert of
+    ``rows``. Until autovacuum gets to it, the planner believes the queue is a few rows and sorts the
+    whole of it on every claim (56 ms a claim with 100,000 items queued, against 1.9 ms with fresh
+    statistics: the claim then walks the primary key and stops after its batch)."""
+    if rows < ANALYZE_AFTER_ROWS or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")

@@ -223,6 +223,7 @@ class RunItem(models.Model):
             models.Index(fields=["run"], name="ix_run_items_run"),
             models.Index(fields=["run", "status"], name="ix_run_items_run_status"),
             models.Index(fields=["status", "not_before"], name="ix_run_items_claim"),
+            models.Index(fields=["status", "id"], name="ix_run_items_claim_order"),
             models.Index(fields=["lead_id"], name="ix_run_items_lead"),
         ]
         constraints = [

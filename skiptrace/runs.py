@@ -20,7 +20,7 @@ from contacts.models import Lead
 from contacts.services import leads_upsert
 from skiptrace import guards, normalize
 from skiptrace.admission import admit, budget_refusal
-from skiptrace.bulk import insert_rows, row_factory
+from skiptrace.bulk import analyze_after_bulk, insert_rows, row_factory
 from skiptrace.dbconn import release_connection
 from skiptrace.intake import IntakeError, LeadInput, derive_lead_id
 from skiptrace.models import AttemptReason, ItemStatus, Run, RunItem
@@ -123,6 +123,7 @@ def run_create(
     runs_refresh([run.run_id], now=now, force=True)
     run.refresh_from_db()
     log.info("run %s created: %d leads (%d invalid) label=%r", run.run_id, total, invalid, source_label)
+    analyze_after_bulk(RunItem, total)
     return CreatedRun(run=run, total=total, invalid=invalid)
 
 

@@ -60,7 +60,7 @@ from django.views.decorators.http import require_POST
 
 from contacts.services import leads_upsert
 from skiptrace import admission, normalize
-from skiptrace.bulk import insert_rows
+from skiptrace.bulk import analyze_after_bulk, insert_rows
 from skiptrace.intake import IntakeError, LeadInput, derive_lead_id, iter_csv_leads
 from skiptrace.models import ItemStatus, Run, RunItem
 from skiptrace.money import Policy, runs_refresh
@@ -448,6 +448,7 @@ def _load(job: UploadJob, owner: str) -> None:
         _with_retries(_insert_chunk, job, owner, chunk, now)
     if job.rows_done == 0:
         raise IntakeError("the file has a header but no lead rows")
+    analyze_after_bulk(RunItem, job.rows_done)  # fresh planner statistics before the workers claim
     while _with_retries(_release_some, job.run_id, timezone.now()):
         _mine(job, owner)
     _with_retries(_finish, job, owner, now)

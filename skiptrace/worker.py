@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import OperationalError, close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -152,6 +152,11 @@ class Worker:
                 seen = self._wake_generation  # a signal from now on ends the idle wait below
                 try:
                     did_work = self.process_one_batch()
+                except OperationalError as exc:  # a busy database (no pooled connection in time): back off
+                    log.warning("database busy (%s); this thread retries in 0.5 s", str(exc).splitlines()[0][:120])
+                    did_work = False
+                    release_connection()
+                    time.sleep(0.5)
                 except Exception:  # one bad batch must not kill the worker; its leases expire and it is retried
                     log.exception("batch failed; its items return to the queue when their lease expires")
                     did_work = False

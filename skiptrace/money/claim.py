@@ -27,7 +27,11 @@ def items_claim(*, limit: int, now: dt.datetime, worker_id: str, run_id: str | N
     eligible = eligible.filter(claimable_q("run__"))
     if run_id is not None:
         eligible = eligible.filter(run_id=run_id)
-    candidates = eligible.order_by("run__created_at", "position", "id")
+    # Oldest first by id: items are inserted run by run, in file order, so the id is the run's
+    # creation order and the row's position at once, and an index walks it (ix_run_items_claim_order)
+    # and stops after `limit` rows. Ordering by the run's created_at needed a join and a sort of the
+    # whole queue on every claim: 100 ms a claim with 100,000 items queued.
+    candidates = eligible.order_by("id")
     if connection.vendor == "postgresql":
         return _claim_one_statement(candidates, limit=limit, now=now, lease=lease, worker_id=worker_id)
     with transaction.atomic():

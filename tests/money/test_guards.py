@@ -23,14 +23,6 @@ from tests.money.test_service import URL, FakeBatchData, create, items, lead, wo
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def provider():
-    fake = FakeBatchData()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add_callback(responses.POST, URL, callback=fake)
-        yield fake
-
-
 # --- budget --------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ with ``run_budget`` until the cap is raised or removed, or an override."""
 from __future__ import annotations
 
 import pytest
-import responses
 from django.utils import timezone
 
 from skiptrace import admission, guards, selectors
@@ -15,17 +14,9 @@ from skiptrace.runs import run_create, run_resume
 from skiptrace.service import Policy
 from skiptrace.worker import Worker
 from tests.fakes import leads
-from tests.money.test_service import URL, FakeBatchData, work
+from tests.money.test_service import work
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def provider():
-    fake = FakeBatchData()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add_callback(responses.POST, URL, callback=fake)
-        yield fake
 
 
 def set_caps(daily_cents: int, run_cents: int | None = None) -> None:

@@ -69,14 +69,6 @@ class FakeBatchData:
         return 200, {}, json.dumps(answer)
 
 
-@pytest.fixture
-def provider():
-    fake = FakeBatchData()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add_callback(responses.POST, URL, callback=fake)
-        yield fake
-
-
 def work(clock=None, **kwargs) -> Worker:
     """Work every claimable item in this thread (what the worker's threads do)."""
     worker = Worker(concurrency=1, clock=clock or (lambda: dt.datetime.now(dt.UTC)), **kwargs)
