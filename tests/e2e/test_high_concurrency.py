@@ -1,7 +1,7 @@
 """64 requests in flight (BatchData's real limits): database connections stay bounded, SQLite never
 says "database is locked", every item is done exactly once and the concurrency cap holds.
 
-Speeds at RPS 50 live in ``scripts/bench.py --only highrate`` (docs/PERFORMANCE.md), not here.
+Speeds at RPS 50 live in ``scripts/bench.py --only highrate_pg,highrate_sqlite,rps_netem`` (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
