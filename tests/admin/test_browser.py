@@ -403,7 +403,9 @@ def test_pause_resume_override_with_confirmation_and_downloads(browser, live_ser
         return browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
 
     # Pause: only Pause is offered on a queued run; once paused, only Resume, and the page stays live.
-    assert browser.find_elements(By.ID, "btn-pause") and not browser.find_elements(By.ID, "btn-resume")
+    # (the live page reloads itself once when its first poll sees a new state: wait through that)
+    wait_for(lambda: browser.find_elements(By.ID, "btn-pause"), "the Pause button of a queued run")
+    assert not browser.find_elements(By.ID, "btn-resume")
     browser.find_element(By.ID, "btn-pause").click()
     wait_for(lambda: "Paused 1 run" in message(), "the pause message")
     assert state() == "paused" and not browser.find_elements(By.ID, "btn-pause")
