@@ -10,7 +10,9 @@ ids); the output is the same rows ``bulk_create`` would write.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -82,11 +84,17 @@ def insert_rows(
         # upsert of many rows goes through COPY into a temporary table, then one INSERT ... SELECT.
         if not conflict:
             _copy(cursor, table, columns, rows)
-        elif len(rows) < COPY_UPSERT_MIN_ROWS:
-            cursor.executemany(row_by_row, rows)
+            return
+        at = [fields.index(by_name[name]) for name in conflict]
+        if update_fields:  # later row wins, as row by row (one statement cannot update a row twice)
+            rows = list({tuple(row[i] for i in at): row for row in rows}.values())
+        if len(rows) < COPY_UPSERT_MIN_ROWS:
+            # One statement for the batch: the columns as arrays, unnested back into rows. Row by row
+            # (executemany) the server parsed and ran one INSERT per row: 100 a provider batch.
+            with binding_cursor() as binding:
+                binding.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM {_unnest(fields)}{on_conflict}",
+                                _columns_of(rows, len(fields)))
         else:
-            at = [fields.index(by_name[name]) for name in conflict]
-            rows = list({tuple(row[i] for i in at): row for row in rows}.values())  # later row wins, as row by row
             staging = quote(f"_staging_{model._meta.db_table}")
             with transaction.atomic(savepoint=False):  # no SAVEPOINT/RELEASE round trips inside a batch
                 cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "
@@ -103,7 +111,8 @@ def _copy(cursor: Any, table: str, columns: str, rows: Sequence[tuple]) -> None:
 
 
 def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields: Sequence[str]) -> None:
-    """``UPDATE … SET f = %s, … WHERE pk = %s`` for each object, in one ``executemany``.
+    """Set ``fields`` of each object by its primary key: on PostgreSQL one ``UPDATE … FROM
+    unnest(…)`` statement, on SQLite ``UPDATE … WHERE pk = %s`` in one ``executemany``.
 
     What ``QuerySet.bulk_update`` does, without its per-object ``CASE WHEN`` expression tree
     (measured: 168 ms vs 3 ms for 100 items x 7 fields).
@@ -116,9 +125,61 @@ def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields:
     quote = connection.ops.quote_name
     sets = ", ".join(f"{quote(f.column)} = %s" for f in targets)
     sql = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s"
-    with connection.cursor() as cursor:
-        pk = operator.attrgetter(meta.pk.attname)  # works for plain rows (row_factory) too
-        cursor.executemany(sql, _rows(objs, targets, extra=lambda obj: (pk(obj),)))
+    pk = operator.attrgetter(meta.pk.attname)  # works for plain rows (row_factory) too
+    rows = _rows(objs, targets, extra=lambda obj: (pk(obj),))
+    if connection.vendor != "postgresql":  # SQLite: executemany runs in-process, no round trips
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+        return
+    # PostgreSQL: one UPDATE ... FROM the columns as arrays, where executemany made the server
+    # parse and run one UPDATE per object (and psycopg build each of them).
+    rows = list({row[-1]: row for row in rows}.values())  # one object twice: the later wins, as row by row
+    names = [f"c{n}" for n in range(len(targets))] + ["pk"]
+    sets = ", ".join(f"{quote(f.column)} = v.c{n}" for n, f in enumerate(targets))
+    with binding_cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM {_unnest([*targets, meta.pk], names)} "
+            f"WHERE t.{quote(meta.pk.column)} = v.pk",
+            _columns_of(rows, len(targets) + 1),
+        )
+
+
+@contextmanager
+def binding_cursor() -> Iterator[Any]:
+    """PostgreSQL: a cursor that sends its parameters apart from the statement (server-side
+    binding), through Django's wrappers (query log, ``execute_wrapper``), on the same connection
+    and transaction. Django's own cursors bind on the client: every value is quoted into the SQL
+    text, and an array of answer bodies became a long, backslash-escaped literal the server
+    parsed again (12 ms for 100 bodies of 600 bytes, against 0.8 ms sent as a binary array)."""
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    with connection._prepare_cursor(ServerBindingCursor(connection.connection)) as cursor:
+        yield cursor
+
+
+def _unnest(fields: Sequence[models.Field], names: Sequence[str] | None = None) -> str:
+    """``unnest(%b::type[], ...) AS v(...)``: one array parameter a column (sent in binary), typed
+    as the column without its length, so that a value too long fails as it would row by row
+    (an explicit ``::varchar(n)`` cast would cut it)."""
+    arrays = ", ".join(f"%b::{_column_type(f)}[]" for f in fields)
+    alias = f" AS v({', '.join(names)})" if names else " AS v"
+    return f"unnest({arrays}){alias}"
+
+
+def _column_type(field: models.Field) -> str:
+    if field.primary_key and isinstance(field, models.AutoField):
+        kind = field.rel_db_type(connection)  # "bigint", not the identity column's definition
+    elif field.is_relation:
+        kind = field.target_field.rel_db_type(connection)
+    else:
+        kind = field.db_type(connection)
+    return re.sub(r"\(.*\)", "", kind)  # varchar(32) -> varchar
+
+
+def _columns_of(rows: Sequence[tuple], width: int) -> list[list]:
+    """Rows to columns: the parameters of ``_unnest``."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 def row_factory(model: type[models.Model]) -> Callable[..., SimpleNamespace]:
