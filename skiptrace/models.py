@@ -69,6 +69,11 @@ class Run(models.Model):
     # (``service.runs_refresh`` spaces recounts of big runs by it)
     counted_at = models.DateTimeField(null=True, blank=True)
     count_ms = models.FloatField(default=0)
+    # the run's provider money as of that recount (``selectors.run_money``): what /status shows for a
+    # big run, so that polling it costs one row read however many calls the run has
+    counted_calls = models.IntegerField(default=0)
+    counted_requests = models.IntegerField(default=0)
+    counted_in_flight_cents = models.IntegerField(default=0)
     # who created it: the console user (null for the API and the CLI), and through what
     # ("console", "api:<key name>", "cli")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -176,7 +181,8 @@ class CacheEntry(models.Model):
 
 
 class RunItem(models.Model):
-    run = models.ForeignKey(Run, db_column="run_id", on_delete=models.CASCADE, related_name="items")
+    # indexed by ix_run_items_run and ix_run_items_queue, not by Django's own FK index (and its LIKE twin)
+    run = models.ForeignKey(Run, db_column="run_id", on_delete=models.CASCADE, related_name="items", db_index=False)
     lead_id = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=ItemStatus.choices, default=ItemStatus.QUEUED)
     attempt = models.IntegerField(default=0)
@@ -220,10 +226,12 @@ class RunItem(models.Model):
     class Meta:
         db_table = "skiptrace_run_items"
         indexes = [
-            models.Index(fields=["run"], name="ix_run_items_run"),
-            models.Index(fields=["run", "status"], name="ix_run_items_run_status"),
+            # A run's queue in claim order (oldest first by id) and its counts by status: one index
+            # where three did overlapping work on every write (each non-HOT update of an item
+            # writes every index of the table).
+            models.Index(fields=["run"], name="ix_run_items_run"),  # the spec's schema names it
+            models.Index(fields=["run", "status", "id"], name="ix_run_items_queue"),
             models.Index(fields=["status", "not_before"], name="ix_run_items_claim"),
-            models.Index(fields=["status", "id"], name="ix_run_items_claim_order"),
             models.Index(fields=["lead_id"], name="ix_run_items_lead"),
         ]
         constraints = [
@@ -240,6 +248,26 @@ class RunItem(models.Model):
     def active_signature(self) -> str:
         """The signature this attempt asks about: the sanitized one on the retry without units."""
         return self.sanitized_signature if self.attempt_reason == AttemptReason.ADDRESS_SANITIZED else self.signature
+
+
+class BudgetDelta(models.Model):
+    """PostgreSQL: what each statement on ``provider_calls`` changed in its budget day's spend
+    (settled cost + open estimates), written by the database's own trigger
+    (``convexa_budget_delta``, migration 0103), so no code path can miss it. A day's spend is the
+    sum of its rows: a few per provider batch, folded into one by the workers' housekeeping
+    (``guards.budget.budget_deltas_fold``), where ``SUM`` over the day's calls read every call of
+    the day under the budget lock (100,000 rows by the end of a 100,000-lead day). SQLite keeps
+    the aggregate over the calls (one host, no fleet to hold up)."""
+
+    budget_day = models.DateField()
+    cents = models.BigIntegerField()
+
+    class Meta:
+        db_table = "skiptrace_budget_deltas"
+        indexes = [models.Index(fields=["budget_day"], name="ix_budget_deltas_day")]
+
+    def __str__(self) -> str:
+        return f"{self.budget_day}: {self.cents:+d}"
 
 
 class GuardState(models.Model):

@@ -99,9 +99,16 @@ def run_spent_cents(run_ids: Iterable[str]) -> dict[str, int]:
 
 
 def budget_spent_cents(day: dt.date) -> int:
-    """Spend of a budget day: actual cost of settled calls plus the estimate of open ones."""
-    from skiptrace.models import OPEN_CALL_STATES, ProviderCall
+    """Spend of a budget day: actual cost of settled calls plus the estimate of open ones.
 
+    PostgreSQL: the sum of the day's ``BudgetDelta`` rows (kept by a trigger on the calls; a few
+    rows, however many calls the day has). SQLite: the aggregate over the day's calls."""
+    from django.db import connection
+
+    from skiptrace.models import OPEN_CALL_STATES, BudgetDelta, ProviderCall
+
+    if connection.vendor == "postgresql":
+        return int(BudgetDelta.objects.filter(budget_day=day).aggregate(s=Sum("cents"))["s"] or 0)
     calls = ProviderCall.objects.filter(budget_day=day)
     settled = calls.exclude(state__in=OPEN_CALL_STATES).aggregate(s=Sum("cost_cents"))["s"] or 0
     open_ = calls.filter(state__in=OPEN_CALL_STATES).aggregate(s=Sum("estimate_cents"))["s"] or 0
@@ -245,3 +252,27 @@ def budget_unpause(now: dt.datetime) -> int:
         notify_work()  # workers on other hosts go on at once, not at their next poll
         log.info("budget has room again: %d paused runs resume", resumed)
     return resumed
+
+
+FOLD_MIN_ROWS = 50
+
+
+def budget_deltas_fold() -> int:
+    """PostgreSQL housekeeping: replace each budget day's delta rows by one row of their sum, in one
+    statement (what it deletes is exactly what it sums), so a day's spend stays a read of a few rows.
+    Readers see the rows before or after it, never half. Returns the rows removed."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH days AS (SELECT budget_day FROM skiptrace_budget_deltas GROUP BY budget_day HAVING count(*) >= %s), "
+            "gone AS (DELETE FROM skiptrace_budget_deltas d USING days WHERE d.budget_day = days.budget_day "
+            "RETURNING d.budget_day, d.cents) "
+            "INSERT INTO skiptrace_budget_deltas (budget_day, cents) SELECT budget_day, SUM(cents) FROM gone "
+            "GROUP BY budget_day RETURNING (SELECT count(*) FROM gone)",
+            [FOLD_MIN_ROWS],
+        )
+        rows = cursor.fetchall()
+    return int(rows[0][0]) if rows else 0

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 
 from skiptrace.models import ItemStatus, ProviderCall, Run, RunItem
+from skiptrace.selectors import run_money
 
 log = logging.getLogger("convexa.service")
 
@@ -126,11 +127,13 @@ def _recount(run_id: str, *, now: dt.datetime) -> list[str]:
         c["cached"] += row["n_cached"]
         c["fresh"] += row["n_fresh"]
     spend = ProviderCall.objects.filter(run_id=run_id).aggregate(s=Sum("cost_cents"))["s"] or 0
+    money = run_money([run_id])[run_id]
     count_ms = 1000 * (time.perf_counter() - started)
     Run.objects.filter(run_id=run_id).update(
         total=sum(c[s] for s in ItemStatus.values), queued=c[ItemStatus.QUEUED], in_flight=c[ItemStatus.IN_FLIGHT],
         done=c[ItemStatus.DONE], failed=c[ItemStatus.FAILED], cache_hits=c["cached"], provider_served=c["fresh"],
-        cost_cents=spend, counted_at=now, count_ms=round(count_ms, 2),
+        cost_cents=spend, counted_at=now, count_ms=round(count_ms, 2), counted_calls=money["provider_calls"],
+        counted_requests=money["provider_requests"], counted_in_flight_cents=money["in_flight_cents"],
     )
     if c[ItemStatus.QUEUED] or c[ItemStatus.IN_FLIGHT]:
         return []
