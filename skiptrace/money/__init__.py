@@ -80,16 +80,22 @@ __all__ = [
 
 
 def batch_process(
-    items: Sequence[RunItem], *, client: BatchDataClient, clock: Clock = timezone.now, worker_id: str = "local"
+    items: Sequence[RunItem], *, client: BatchDataClient, clock: Clock = timezone.now, worker_id: str = "local",
+    provider_batch: int | None = None,
 ) -> BatchOutcome:
     """Serve claimed items: from cache, by one provider request, or put them back to wait.
+
+    ``provider_batch``: at most this many items go to the provider; the rest of a bigger claim that
+    the caches could not serve goes back to the queue (``outcome.put_back``). The worker claims more
+    than a provider batch while its claims are (nearly) all cached.
 
     Returns what happened. Never raises for a provider problem: those end in item states.
     """
     outcome = BatchOutcome(claimed=len(items), run_ids={i.run_id for i in items})
     if not items:
         return outcome
-    reserved = batch_reserve(items, client=client, now=clock(), outcome=outcome, worker_id=worker_id)
+    reserved = batch_reserve(items, client=client, now=clock(), outcome=outcome, worker_id=worker_id,
+                             provider_batch=provider_batch)
     if reserved is not None and reserved.calls:
         batch_send(reserved, client=client, clock=clock, outcome=outcome, worker_id=worker_id)
     runs_refresh(outcome.run_ids, now=clock())

@@ -27,6 +27,7 @@ class BatchOutcome:
     provider_items: int = 0
     waiting: int = 0
     failed: int = 0
+    put_back: int = 0  # claimed beyond one provider batch and not cached: back in the queue, untouched
     budget_paused: bool = False
     circuit_open: bool = False
     run_ids: set[str] = field(default_factory=set)
@@ -64,8 +65,12 @@ def wants_sanitized_retry(item: RunItem, answer: Answer) -> bool:
     )
 
 
-def conclude(served: Sequence[tuple[RunItem, Answer]], *, cached: bool, now: dt.datetime) -> None:
-    """Finish items with their answers, or start their one sanitized retry. Bulk statements only."""
+def conclude(served: Sequence[tuple[RunItem, Answer]], *, cached: bool, now: dt.datetime,
+             answered_now: bool = True) -> None:
+    """Finish items with their answers, or start their one sanitized retry. Bulk statements only.
+
+    ``answered_now``: a fresh (not cached) answer was given when its ``Answer`` was made, so that
+    is its phones' DNC time; False (``skiptrace.reparse``): the time is looked up from its call."""
     done: list[tuple[RunItem, Answer]] = []
     retry: list[RunItem] = []
     for item, answer in served:
@@ -90,8 +95,10 @@ def conclude(served: Sequence[tuple[RunItem, Answer]], *, cached: bool, now: dt.
         update_rows(RunItem, [i for i, _ in done], ["status", "cached", "stale", "provider_call",
                                                     "lease_until", "last_error", "updated_at"])
         contact_services.leads_contacts_save(
+            # a fresh answer's time is known here (its call's finished_at): no query to look it up
             [contact_services.ContactsUpdate(lead_id=i.lead_id, run_id=i.run_id, contacts=a.contacts,
-                                             provider_call_id=a.call_id, cached=cached, stale=a.stale)
+                                             provider_call_id=a.call_id, cached=cached, stale=a.stale,
+                                             answered_at=a.created_at if answered_now and not cached else None)
              for i, a in done],
             now=now,
         )
@@ -99,7 +106,7 @@ def conclude(served: Sequence[tuple[RunItem, Answer]], *, cached: bool, now: dt.
 
 def conclude_answers(served: Sequence[tuple[RunItem, Answer]], *, now: dt.datetime) -> None:
     """Serve items from answers recorded outside a batch (``skiptrace.reparse``): as fresh answers."""
-    conclude(served, cached=False, now=now)
+    conclude(served, cached=False, now=now, answered_now=False)
 
 
 def requeue(items: Sequence[RunItem], *, now: dt.datetime, delay_s: float | None, reason: str | None) -> None:

@@ -53,13 +53,18 @@ class Reserved:
 
 def batch_reserve(
     items: Sequence[RunItem], *, client: BatchDataClient, now: dt.datetime, outcome: BatchOutcome,
-    worker_id: str = "local",
+    worker_id: str = "local", provider_batch: int | None = None,
 ) -> Reserved | None:
     """Cache, single flight, budget and call rows, in one transaction."""
     with transaction.atomic():
         pending = serve_from_cache(items, now=now, outcome=outcome)
         if not pending:
             return None
+        if provider_batch is not None and len(pending) > provider_batch:
+            # a big claim that the caches did not serve: one provider batch now, the rest to the queue
+            requeue(pending[provider_batch:], now=now, delay_s=None, reason=None)
+            outcome.put_back += len(pending) - provider_batch
+            pending = pending[:provider_batch]
         if not client.configured:
             requeue(pending, now=now, delay_s=30, reason=WaitReason.PROVIDER_NOT_CONFIGURED)
             outcome.waiting += len(pending)
@@ -70,7 +75,9 @@ def batch_reserve(
                                  outcome=outcome)
             outcome.circuit_open = True
             return None
-        Run.objects.filter(run_id__in={i.run_id for i in pending}, reason__in=PROVIDER_WAIT_REASONS).update(reason=None)
+        waited = {i.run_id for i in pending if i.run.reason in PROVIDER_WAIT_REASONS}  # runs read at the claim
+        if waited:
+            Run.objects.filter(run_id__in=waited, reason__in=PROVIDER_WAIT_REASONS).update(reason=None)
         by_sig: dict[str, list[RunItem]] = defaultdict(list)
         for item in pending:
             by_sig[item.active_signature].append(item)
@@ -191,12 +198,12 @@ def day_total_locked(day: dt.date) -> int:
 
 
     guard_row_exists("budget")
-    open_states = sql.SQL(", ").join(sql.Literal(str(s)) for s in OPEN_CALL_STATES)
+    # the day's spend as guards.budget_spent_cents reads it on PostgreSQL: the trigger's delta rows
+    # (this transaction's own reservation included)
     script = sql.SQL("""
         SELECT 1 FROM skiptrace_guards WHERE name = 'budget' FOR UPDATE;
-        SELECT COALESCE(SUM(CASE WHEN state IN ({open}) THEN estimate_cents ELSE cost_cents END), 0)
-          FROM provider_calls WHERE budget_day = {day};
-    """).format(open=open_states, day=sql.Literal(day))
+        SELECT COALESCE(SUM(cents), 0) FROM skiptrace_budget_deltas WHERE budget_day = {day};
+    """).format(day=sql.Literal(day))
     with connection.cursor() as cursor:
         raw = cursor.cursor
         raw.execute(script.as_string(raw.connection))

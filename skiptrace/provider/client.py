@@ -52,6 +52,7 @@ class BatchDataClient:
         auth_style: str = "bearer",
         timeout: float = 30.0,
         session: requests.Session | None = None,
+        pool_size: int = 10,
     ) -> None:
         style = (auth_style or "").strip().lower()
         if style not in ("bearer", "x-api-key"):
@@ -80,7 +81,11 @@ class BatchDataClient:
             # NO automatic retries, ever: a POST the provider received is billed, so a transparent
             # retry (urllib3 Retry, a replay of a stale keep-alive connection) could double-bill.
             # The caller retries deliberately, knowing ProviderError.maybe_sent.
-            adapter = HTTPAdapter(max_retries=Retry(total=0, connect=0, read=False, redirect=False, status=0))
+            # pool_maxsize: one kept-alive connection per request in flight (SKIP_TRACE_CONCURRENCY);
+            # at urllib3's default of 10, 32 threads sending at once opened and threw away a TCP
+            # (and TLS) connection for every request beyond the tenth.
+            adapter = HTTPAdapter(max_retries=Retry(total=0, connect=0, read=False, redirect=False, status=0),
+                                  pool_maxsize=max(10, int(pool_size)))
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         # An injected session is used as given (tests, shared pools); its owner keeps it retry-free.
@@ -96,6 +101,7 @@ class BatchDataClient:
             token=getattr(settings, "BATCHDATA_API_TOKEN", None),
             auth_style=getattr(settings, "BATCHDATA_AUTH_STYLE", None) or "bearer",
             timeout=float(getattr(settings, "PROVIDER_TIMEOUT_S", 30.0) or 30.0),
+            pool_size=int(getattr(settings, "SKIP_TRACE_CONCURRENCY", 10) or 10),
         )
 
     @property
