@@ -1008,6 +1008,7 @@ class BatchProbe:
             "slot_wait_ms": round(1000 * timers["slot"], 1),
             "rate_wait_ms": round(1000 * timers["rate"], 1),
             "python_ms": round(1000 * (wall - sql_total - timers["http"] - timers["rate"] - slot_sql), 1),
+            "sequence": [" ".join(q["sql"].split())[:160] for q in ctx.captured_queries],
             "top_statements": [
                 {"stmt": k, "count": sql_count[k], "ms": round(1000 * v, 1)}
                 for k, v in sorted(sql_time.items(), key=lambda kv: -kv[1])[:12]

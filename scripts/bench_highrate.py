@@ -193,6 +193,8 @@ def sc_highrate(args, workdir: Path) -> dict:
         with connection.cursor() as cursor:
             cursor.execute("SET application_name = 'convexa-bench'")
     sizes = [2_000] if args.quick else ([20_000, 100_000] if pg else [20_000])
+    if os.environ.get("BENCH_HIGHRATE_SIZES"):  # e.g. "20000" for a shorter look while tuning
+        sizes = [int(n) for n in os.environ["BENCH_HIGHRATE_SIZES"].split(",")]
     n_workers = 2 if pg else 1
     out: dict = {"vendor": connection.vendor, "rps": HIGH_RPS, "concurrency": HIGH_CONCURRENCY,
                  "batch": HIGH_BATCH, "latency_s": b.LATENCY_S, "workers": n_workers,

@@ -1,0 +1,312 @@
+"""The paths that keep a worker fast at BatchData's real limits, proved by what a user would see:
+big claims while the caches answer (and one provider batch when they do not), one claim per run
+queue in id order past a paused run, idle threads that leave the database alone, one limiter
+poller per process, and bulk statements that keep row-by-row semantics."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import DataError, connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from skiptrace import worker as worker_mod
+from skiptrace.bulk import insert_rows, update_rows
+from skiptrace.guards import rate
+from skiptrace.models import GuardState, ItemStatus, ProviderCall, Run, RunItem
+from skiptrace.money.claim import items_claim
+from skiptrace.worker import Worker
+from tests.money.test_service import create, lead, work
+
+pytestmark = pytest.mark.django_db
+
+
+def _leads(prefix: str, n: int):
+    """``n`` leads with addresses of their own (a prefix is a street)."""
+    streets = {"A": "Oak Hollow Dr", "B": "Birch Bend Rd", "N": "Nettle Ln", "P": "Pine Ct", "O": "Olive St",
+               "W": "Willow Way", "C": "Cedar Ave", "I": "Ivy Pl", "X": "Elm St", "R": "Rowan Dr"}
+    return [lead(f"{prefix}{i}", street=f"{100 + i} {streets[prefix]}") for i in range(n)]
+
+
+# --- claims grow while the caches answer --------------------------------------------------------------
+
+
+def test_a_cached_rerun_is_claimed_in_growing_claims_and_pays_nothing(provider):
+    first = create(*_leads("A", 450))
+    work(batch_size=50)
+    assert len(provider.bodies) == 9 and RunItem.objects.filter(run=first, status=ItemStatus.DONE).count() == 450
+    rerun = create(*_leads("A", 450))
+    claims: list[int] = []
+    real = worker_mod.money.items_claim
+
+    def counting(**kw):
+        got = real(**kw)
+        claims.append(len(got))
+        return got
+
+    worker = Worker(concurrency=1, batch_size=50, idle_sleep_s=0)
+    worker_mod.money.items_claim = counting
+    try:
+        while worker.process_one_batch():
+            pass
+    finally:
+        worker_mod.money.items_claim = real
+    assert len(provider.bodies) == 9  # not one more request
+    assert RunItem.objects.filter(run=rerun, status=ItemStatus.DONE, cached=True).count() == 450
+    assert claims[:4] == [50, 100, 200, 100]  # doubling (the last one takes what is left)
+    assert len(claims) < 450 / 50
+
+
+def test_a_big_claim_the_caches_cannot_serve_sends_one_batch_and_puts_the_rest_back(provider):
+    create(*_leads("B", 100))
+    work(batch_size=100)
+    assert len(provider.bodies) == 1
+    mixed = create(*_leads("B", 100), *_leads("N", 300))  # 100 cached, then 300 never seen
+    worker = Worker(concurrency=1, batch_size=100, idle_sleep_s=0)
+    worker._claim_size = 400  # as after cached claims
+    assert worker.process_one_batch()
+    assert len(provider.bodies) == 2 and len(provider.bodies[-1]["requests"]) == 100  # one batch, no bigger
+    assert RunItem.objects.filter(run=mixed, status=ItemStatus.DONE).count() == 200
+    back = RunItem.objects.filter(run=mixed, status=ItemStatus.QUEUED)
+    assert back.count() == 200 and not back.filter(provider_call__isnull=False).exists()  # untouched
+    assert worker._claim_size == 100  # the next claim is one batch
+    while worker.process_one_batch():
+        pass
+    sent = [r["propertyAddress"]["street"] for body in provider.bodies for r in body["requests"]]
+    assert len(sent) == len(set(sent)) == 400  # every input sent once
+    assert RunItem.objects.filter(run=mixed, status=ItemStatus.DONE).count() == 400
+
+
+# --- the claim ------------------------------------------------------------------------------------
+
+
+def test_the_claim_takes_the_oldest_items_of_runs_that_may_go_past_a_paused_runs_queue(provider):
+    paused = create(*_leads("P", 30))
+    Run.objects.filter(run_id=paused.run_id).update(paused_by_operator=True)
+    older = create(*_leads("O", 5))
+    newer = create(*_leads("W", 5))
+    got = sorted(items_claim(limit=7, now=timezone.now(), worker_id="t"), key=lambda i: i.id)
+    assert [i.run_id for i in got] == [older.run_id] * 5 + [newer.run_id] * 2
+    assert [i.position for i in got[:5]] == [0, 1, 2, 3, 4]
+    assert not RunItem.objects.filter(run=paused).exclude(status=ItemStatus.QUEUED).exists()
+    assert all(i.status == ItemStatus.IN_FLIGHT and i.worker_id == "t" for i in got)
+    assert items_claim(limit=7, now=timezone.now(), worker_id="t", run_id=newer.run_id)[0].position == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_never_take_an_item_twice():
+    create(*_leads("C", 400))
+    taken: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def claim() -> None:
+        try:
+            mine: list[int] = []
+            while got := items_claim(limit=25, now=timezone.now(), worker_id=threading.current_thread().name):
+                mine += [i.id for i in got]
+            taken.append(mine)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim, name=f"c{n}") for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    ids = [i for mine in taken for i in mine]
+    assert len(ids) == len(set(ids)) == 400
+
+
+# --- idle threads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idle_threads_leave_the_database_alone_but_new_work_is_taken_at_once(provider, monkeypatch):
+    claims: list[float] = []
+    real = worker_mod.money.items_claim
+
+    def counting(**kw):
+        claims.append(time.monotonic())
+        return real(**kw)
+
+    monkeypatch.setattr(worker_mod.money, "items_claim", counting)
+    worker = Worker(concurrency=16, batch_size=10, idle_sleep_s=0.1)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)  # everyone has made a first claim and gone idle
+        before = len(claims)
+        time.sleep(1.0)
+        idle_claims = len(claims) - before
+        # one poller every 0.1 s (about 10); 16 threads each polling would make about 160
+        assert idle_claims <= 20, idle_claims
+        run = create(*_leads("I", 60))
+        deadline = time.monotonic() + 20
+        while RunItem.objects.filter(run=run, status=ItemStatus.DONE).count() < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert RunItem.objects.filter(run=run, status=ItemStatus.DONE).count() == 60
+    finally:
+        worker.shutdown = True
+        thread.join(30)
+        connection.close()
+    assert not thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_exit_when_idle_ends_every_thread_soon_after_the_work(provider):
+    run = create(*_leads("X", 30))
+    worker = Worker(concurrency=8, batch_size=10, idle_sleep_s=0.05)
+    started = time.monotonic()
+    worker.run(exit_when_idle=True)
+    assert time.monotonic() - started < worker_mod.FOLLOWER_WAIT_S  # no thread waited out its follower wait
+    assert RunItem.objects.filter(run=run, status=ItemStatus.DONE).count() == 30
+
+
+# --- rate permits: one poller per process ------------------------------------------------------------
+
+
+def test_threads_waiting_for_a_permit_ask_the_limiter_one_at_a_time(monkeypatch):
+    asks: list[float] = []
+    granted_at = time.monotonic() + 0.3
+
+    class Limiter:
+        def try_acquire(self, name, blocking=False):
+            asks.append(time.monotonic())
+            return time.monotonic() >= granted_at
+
+    monkeypatch.setattr(rate, "rate_limiter", lambda: Limiter())
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(rate.rate_acquire(timeout_s=5))) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [True] * 20
+    # 0.3 s of waiting at one ask per RATE_POLL_S, then one ask each: about 50. Twenty threads
+    # polling every 20 ms on their own made about 320.
+    assert len(asks) <= 0.3 / rate.RATE_POLL_S + 20 + 10, len(asks)
+
+
+def test_a_permit_wait_gives_up_at_its_timeout(monkeypatch):
+    class Never:
+        def try_acquire(self, name, blocking=False):
+            return False
+
+    monkeypatch.setattr(rate, "rate_limiter", lambda: Never())
+    started = time.monotonic()
+    assert rate.rate_acquire(timeout_s=0.1) is False
+    assert time.monotonic() - started < 1.0
+
+
+# --- bulk statements ------------------------------------------------------------------------------
+
+
+def test_bulk_update_is_one_statement_on_postgresql_and_keeps_row_by_row_results():
+    now = timezone.now()
+    rows = [GuardState(name=f"g{n}", state="closed", updated_at=now) for n in range(5)]
+    insert_rows(GuardState, rows, conflict=["name"], update_fields=["state"])
+    for n, row in enumerate(rows):
+        row.state = "it's \"open\"\\" if n % 2 else "NULL"  # quotes, a backslash, the word NULL
+        row.opened_at = None if n == 0 else now
+    twice = GuardState(name="g4", state="half_open", updated_at=now)  # one row twice: the later wins
+    with CaptureQueriesContext(connection) as ctx:
+        update_rows(GuardState, [*rows, twice], ["state", "opened_at"])
+    if connection.vendor == "postgresql":
+        assert len(ctx.captured_queries) == 1
+    got = dict(GuardState.objects.filter(name__startswith="g").values_list("name", "state"))
+    assert got == {"g0": "NULL", "g1": "it's \"open\"\\", "g2": "NULL", "g3": "it's \"open\"\\", "g4": "half_open"}
+    assert GuardState.objects.get(name="g0").opened_at is None
+    assert GuardState.objects.get(name="g1").opened_at == now
+
+
+def test_bulk_upsert_keeps_the_later_row_and_do_nothing_keeps_the_first():
+    now = timezone.now()
+    insert_rows(GuardState, [GuardState(name="u1", state="closed", updated_at=now),
+                             GuardState(name="u1", state="open", updated_at=now)],
+                conflict=["name"], update_fields=["state"])
+    assert GuardState.objects.get(name="u1").state == "open"
+    insert_rows(GuardState, [GuardState(name="u2", state="closed", updated_at=now),
+                             GuardState(name="u2", state="open", updated_at=now)], conflict=["name"])
+    assert GuardState.objects.get(name="u2").state == "closed"
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_value_too_long_fails_the_bulk_statement_instead_of_being_cut():
+    now = timezone.now()
+    insert_rows(GuardState, [GuardState(name="long", state="closed", updated_at=now)], conflict=["name"],
+                update_fields=["state"])
+    with pytest.raises(DataError):
+        update_rows(GuardState, [GuardState(name="long", state="x" * 40, updated_at=now)], ["state"])
+
+
+def test_reserving_a_batch_writes_its_calls_and_items_in_a_few_statements(provider):
+    run = create(*_leads("R", 100))
+    worker = Worker(concurrency=1, batch_size=100, idle_sleep_s=0)
+    with CaptureQueriesContext(connection) as ctx:
+        assert worker.process_one_batch()
+    assert ProviderCall.objects.filter(run_id=run.run_id).count() == 100
+    writes = [q["sql"] for q in ctx.captured_queries
+              if q["sql"].split(None, 1)[0] in ("INSERT", "UPDATE") and "provider_calls" in q["sql"].split("(", 1)[0]]
+    if connection.vendor == "postgresql":
+        assert len(writes) <= 3, writes  # the reservation, the answer (not one per call)
+
+
+# --- the day's spend without reading every call of the day (PostgreSQL) --------------------------
+
+
+def _spend_by_calls() -> dict:
+    from django.db.models import Case, F, Sum, When
+
+    from skiptrace.models import OPEN_CALL_STATES
+
+    rows = ProviderCall.objects.values("budget_day").annotate(
+        s=Sum(Case(When(state__in=OPEN_CALL_STATES, then=F("estimate_cents")), default=F("cost_cents"))))
+    return {r["budget_day"]: r["s"] for r in rows}
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_the_days_spend_from_the_trigger_equals_the_sum_over_its_calls_through_every_kind_of_change(settings):
+    import datetime as dt
+
+    import requests
+    import responses
+
+    from skiptrace.guards import budget
+    from skiptrace.models import BudgetDelta, CallState
+    from tests.money.test_service import URL, FakeBatchData
+
+    fake = FakeBatchData(behaviour={"Nettle": "none"})
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_callback(responses.POST, URL, callback=fake)
+        create(*_leads("A", 30), *_leads("N", 10))  # answered: matched and unmatched
+        work(batch_size=15)
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.POST, URL, callback=lambda r: (_ for _ in ()).throw(
+            requests.exceptions.ReadTimeout("read timed out")))
+        create(*_leads("B", 5))  # lost: costed at the estimate
+        work()
+    day = ProviderCall.objects.values_list("budget_day", flat=True).first()
+    assert budget.budget_spent_cents(day) == _spend_by_calls()[day] > 0
+    # a reparse-like change of settled costs, an open call, another day, and a deletion
+    ProviderCall.objects.filter(state=CallState.LOST).update(cost_cents=3)
+    call = ProviderCall.objects.filter(state=CallState.COMPLETED).first()
+    ProviderCall.objects.filter(pk=call.pk).update(state=CallState.SENT, estimate_cents=11)
+    other = day - dt.timedelta(days=1)
+    ProviderCall.objects.filter(pk=call.pk + 1).update(budget_day=other)
+    ProviderCall.objects.filter(pk=call.pk + 2).delete()
+    expected = _spend_by_calls()
+    assert {d: budget.budget_spent_cents(d) for d in expected} == expected
+    assert BudgetDelta.objects.filter(budget_day=day).count() > 1
+    budget.FOLD_MIN_ROWS, folded_at = 2, budget.FOLD_MIN_ROWS
+    try:
+        assert budget.budget_deltas_fold() > 0
+    finally:
+        budget.FOLD_MIN_ROWS = folded_at
+    assert BudgetDelta.objects.filter(budget_day=day).count() == 1
+    assert {d: budget.budget_spent_cents(d) for d in expected} == expected
