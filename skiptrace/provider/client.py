@@ -193,24 +193,34 @@ class BatchDataClient:
         # Without this option V1 silently drops TCPA-flagged phones; we want them, flagged.
         return {"requests": items, "options": {"includeTCPABlacklistedPhones": True}}
 
+    def encode_body(self, requests_: Sequence[TraceRequest]) -> str:
+        """The POST body of these requests, as ``skip_trace`` sends it (ValueError for a bad batch)."""
+        return json.dumps(self.build_body(list(requests_)), separators=(",", ":"), ensure_ascii=False)
+
     def skip_trace(
-        self, requests_: Sequence[TraceRequest], *, before_send: Callable[[], None] | None = None
+        self, requests_: Sequence[TraceRequest], *, before_send: Callable[[], None] | None = None,
+        request_json: str | None = None,
     ) -> BatchResult:
         """Send one batch (1..100 requests) as exactly one POST; parse the answer.
 
         ``before_send`` runs after the body is built, immediately before the POST (the money path
-        checks there that its rate permit is still fresh). Raises ValueError for a bad batch
-        (nothing sent) and ProviderError for anything else.
+        checks there that its rate permit is still fresh). ``request_json``: the body made by
+        ``encode_body`` for these same requests before the waits, so that nothing but the send
+        follows the permit. Raises ValueError for a bad batch (nothing sent) and ProviderError for
+        anything else.
         """
         requests_ = list(requests_)
         if not 1 <= len(requests_) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1..{MAX_BATCH} requests, got {len(requests_)}")
-        body = self.build_body(requests_)
+        body = self.build_body(requests_) if request_json is None else None
         if self._token is None:
             raise ProviderError(
                 "auth", "BATCHDATA_API_TOKEN is not configured; nothing was sent", maybe_sent=False
             )
-        request_json = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        if request_json is None:
+            request_json = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        elif logger.isEnabledFor(logging.DEBUG):
+            body = json.loads(request_json)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("batchdata request %s", json.dumps(sanitize_for_debug(body)))
         if before_send is not None:

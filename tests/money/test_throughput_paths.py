@@ -310,3 +310,18 @@ def test_the_days_spend_from_the_trigger_equals_the_sum_over_its_calls_through_e
         budget.FOLD_MIN_ROWS = folded_at
     assert BudgetDelta.objects.filter(budget_day=day).count() == 1
     assert {d: budget.budget_spent_cents(d) for d in expected} == expected
+
+
+def test_a_body_made_before_the_waits_is_the_body_sent(provider):
+    from skiptrace.provider import BatchDataClient, TraceRequest
+
+    client = BatchDataClient(base_url="http://127.0.0.1:9", path="/api/v1/property/skip-trace", token="t")
+    reqs = [TraceRequest(request_id=str(n), street=f"{n} Oak St", city="Tampa", state="FL", zip="33610",
+                         first="Pat", last="Lee") for n in range(3)]
+    made = client.encode_body(reqs)
+    checked: list[str] = []
+    result = client.skip_trace(reqs, request_json=made, before_send=lambda: checked.append("permit"))
+    assert checked == ["permit"] and len(result.results) == 3
+    assert provider.bodies[-1] == __import__("json").loads(made)
+    with pytest.raises(ValueError):
+        client.encode_body([TraceRequest(request_id="x", street="", city="", state="", zip="", first="", last="")])
