@@ -9,6 +9,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from django.db.models import Q
+
 from contacts import services as contact_services
 from skiptrace.bulk import update_rows
 from skiptrace.models import AttemptReason, CacheEntry, ItemStatus, ProviderCall, Run, RunItem
@@ -18,6 +20,8 @@ from skiptrace.money.trail import log_call
 from skiptrace.provider import PROVIDER
 
 log = logging.getLogger("convexa.service")
+
+LAST_SEEN_RESOLUTION_S = 600  # a cache entry's last_seen is kept to ten minutes
 
 
 @dataclass
@@ -47,9 +51,12 @@ def serve_from_cache(items: Sequence[RunItem], *, now: dt.datetime, outcome: Bat
     if served:
         outcome.cached += len(served)
         conclude(served, cached=True, now=now)
+        # last_seen to LAST_SEEN_RESOLUTION_S: an entry seen again within it is not rewritten (a
+        # cache row carries its answer; rewriting 1,000 of them was a tenth of a cached claim)
         CacheEntry.objects.filter(
             provider=PROVIDER, idempotency_key__in={cache_key(i.active_signature) for i, _ in served}
-        ).update(last_seen=now)
+        ).filter(Q(last_seen__isnull=True) | Q(last_seen__lt=now - dt.timedelta(seconds=LAST_SEEN_RESOLUTION_S))
+                 ).update(last_seen=now)
     return pending
 
 

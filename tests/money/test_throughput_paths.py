@@ -325,3 +325,25 @@ def test_a_body_made_before_the_waits_is_the_body_sent(provider):
     assert provider.bodies[-1] == __import__("json").loads(made)
     with pytest.raises(ValueError):
         client.encode_body([TraceRequest(request_id="x", street="", city="", state="", zip="", first="", last="")])
+
+
+def test_a_cache_entrys_last_seen_is_kept_to_ten_minutes(provider):
+    import datetime as dt
+
+    from skiptrace import service
+    from skiptrace.models import CacheEntry
+
+    t0 = timezone.now()
+    create(*_leads("R", 3), now=t0)
+    work(clock=lambda: t0)
+    first = set(CacheEntry.objects.values_list("last_seen", flat=True))
+    service.L1.clear()
+    soon = t0 + dt.timedelta(minutes=5)
+    create(*_leads("R", 3), now=soon)
+    work(clock=lambda: soon)
+    assert set(CacheEntry.objects.values_list("last_seen", flat=True)) == first  # not rewritten
+    later = t0 + dt.timedelta(minutes=11)
+    create(*_leads("R", 3), now=later)
+    work(clock=lambda: later)
+    assert set(CacheEntry.objects.values_list("last_seen", flat=True)) == {later}
+    assert len(provider.bodies) == 1
