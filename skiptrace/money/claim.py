@@ -23,18 +23,19 @@ def items_claim(*, limit: int, now: dt.datetime, worker_id: str, run_id: str | N
     lease = now + dt.timedelta(seconds=lease_seconds())
     if connection.vendor == "postgresql":
         return _claim_one_statement(run_id=run_id, limit=limit, now=now, lease=lease, worker_id=worker_id)
-    eligible = RunItem.objects.filter(status=ItemStatus.QUEUED).filter(
-        Q(not_before__isnull=True) | Q(not_before__lte=now)
-    )
-    eligible = eligible.filter(claimable_q("run__"))
+    # SQLite: as on PostgreSQL, each claimable run's oldest `limit` (ix_run_items_queue), then the
+    # oldest `limit` of those. One query over the table joined to the runs sorted every queued item on each claim
+    # (SQLite's plan: "USE TEMP B-TREE FOR ORDER BY").
+    runs = Run.objects.filter(claimable_q())
     if run_id is not None:
-        eligible = eligible.filter(run_id=run_id)
-    # Oldest first by id: items are inserted run by run, in file order, so the id is the run's
-    # creation order and the row's position at once. Ordering by the run's created_at needed a join
-    # and a sort of the whole queue on every claim: 100 ms a claim with 100,000 items queued.
-    candidates = eligible.order_by("id")
+        runs = runs.filter(run_id=run_id)
+    due = Q(not_before__isnull=True) | Q(not_before__lte=now)
     with transaction.atomic():
-        ids = list(candidates.values_list("id", flat=True)[:limit])
+        ids: list[int] = []
+        for rid in runs.values_list("run_id", flat=True):
+            ids += RunItem.objects.filter(run_id=rid, status=ItemStatus.QUEUED).filter(due).order_by("id").values_list(
+                "id", flat=True)[:limit]
+        ids = sorted(ids)[:limit]
         if not ids:
             return []
         RunItem.objects.filter(id__in=ids, status=ItemStatus.QUEUED).update(
