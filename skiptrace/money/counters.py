@@ -91,8 +91,15 @@ def _recount_locked(run_id: str, *, now: dt.datetime, force: bool) -> list[str]:
         # write its older numbers last (SQLite: the IMMEDIATE write lock; PostgreSQL: the row lock).
         run = Run.objects.filter(run_id=run_id).values_list("total", "counted_at", "count_ms")
         if connection.vendor == "postgresql":
-            run = run.select_for_update()
-        row = run.first()
+            # Another worker recounting this run right now: do not queue behind it (each thread in
+            # the queue held a pooled connection; with a 100,000-item run, whose recount takes a
+            # few hundred ms, threads waited past the pool's 10 s). Its count or the next one takes
+            # this batch in, unless this batch may have been the run's last: then wait and recount.
+            row = None if force else run.select_for_update(skip_locked=True).first()
+            if row is None and (force or not _anything_left(run_id)):
+                row = run.select_for_update().first()
+        else:
+            row = run.first()
         if row is None:
             return []
         if not force and not _recount_due(run_id, *row, now=now):  # another worker recounted while we waited
@@ -108,7 +115,11 @@ def _recount_due(run_id: str, total: int | None, counted_at: dt.datetime | None,
     if not now - dt.timedelta(seconds=spacing_s) < counted_at <= now:  # due (or the clock went back)
         return True
     # Not due: only a run with nothing left to do needs its final count now.
-    return not RunItem.objects.filter(run_id=run_id, status__in=(ItemStatus.QUEUED, ItemStatus.IN_FLIGHT)).exists()
+    return not _anything_left(run_id)
+
+
+def _anything_left(run_id: str) -> bool:
+    return RunItem.objects.filter(run_id=run_id, status__in=(ItemStatus.QUEUED, ItemStatus.IN_FLIGHT)).exists()
 
 
 def _recount(run_id: str, *, now: dt.datetime) -> list[str]:
