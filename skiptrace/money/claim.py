@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -47,6 +49,63 @@ def items_claim(*, limit: int, now: dt.datetime, worker_id: str, run_id: str | N
     return items
 
 
+class ClaimHints:
+    """PostgreSQL: where each run's queue starts, as far as this process knows (the lowest id of its
+    last claim there), so that a claim does not walk the index entries of every item claimed before.
+
+    Those entries stay in ``ix_run_items_queue`` under ``status = 'queued'`` until VACUUM (the rows
+    moved on; their old versions did not), and each claim stepped over all of them: a claim at item
+    90,000 of a 100,000-lead run read 90,000 dead entries first. An item can go back to the queue
+    below a hint (requeued, reaped, put back), so a run's claim ignores its hint at least every
+    ``FULL_CLAIM_EVERY_S``, and every claim after one that came back short (the queue may look
+    empty only above the hint)."""
+
+    FULL_CLAIM_EVERY_S = 1.0
+
+    def __init__(self, monotonic=time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._start: dict[str, int] = {}
+        self._full_at: dict[str, float] = {}
+        self.monotonic = monotonic
+
+    def starts(self) -> dict[str, int]:
+        """The hints to use now (runs due for a full claim are left out, and noted as done)."""
+        now = self.monotonic()
+        with self._lock:
+            use = {}
+            for run_id, start in self._start.items():
+                if now - self._full_at.get(run_id, 0.0) < self.FULL_CLAIM_EVERY_S:
+                    use[run_id] = start
+                else:
+                    self._full_at[run_id] = now
+            return use
+
+    def learn(self, items, *, hinted: dict[str, int], full: bool) -> None:
+        with self._lock:
+            if hinted and full:  # short behind a hint: the next claims look at whole queues
+                self._start.clear()
+                return
+            low: dict[str, int] = {}
+            for item in items:
+                low[item.run_id] = min(item.id, low.get(item.run_id, item.id))
+            now = self.monotonic()
+            for run_id, start in low.items():  # a hinted claim moves its hint up; a full one sets it
+                self._start[run_id] = max(start, self._start.get(run_id, 0)) if run_id in hinted else start
+                self._full_at.setdefault(run_id, now)
+            if len(self._start) > 1000:  # finished runs are never claimed again: forget the oldest
+                for run_id in list(self._start)[:500]:
+                    self._start.pop(run_id, None)
+                    self._full_at.pop(run_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._start.clear()
+            self._full_at.clear()
+
+
+HINTS = ClaimHints()
+
+
 def _claim_one_statement(*, run_id: str | None, limit: int, now: dt.datetime, lease: dt.datetime,
                          worker_id: str) -> list[RunItem]:
     """PostgreSQL: pick (``FOR UPDATE SKIP LOCKED``), lease and read the items in one statement,
@@ -65,24 +124,26 @@ def _claim_one_statement(*, run_id: str | None, limit: int, now: dt.datetime, le
     if run_id is not None:
         runs = runs.filter(run_id=run_id)
     runs_sql, runs_params = runs.values("run_id").query.sql_with_params()
+    hinted = HINTS.starts()
     columns = ", ".join(f"{table}.{quote(f.column)}" for f in RunItem._meta.concrete_fields)
     # CTEs are evaluated once. As `id IN (subquery)` PostgreSQL may run the subquery again for every
     # row it updates, and its LIMIT then bounds each run, not the claim (seen: a claim of 1 took all
     # 12 queued items). Rows the lateral pick locks beyond the claim's `limit` are free again when the
     # statement ends.
     sql = (
-        f"WITH ok AS ({runs_sql}), picked AS ("
-        f"SELECT p.id FROM ok CROSS JOIN LATERAL ("
-        f"SELECT q.id FROM {table} q WHERE q.run_id = ok.run_id AND q.status = %s "
+        f"WITH ok AS ({runs_sql}), hint AS (SELECT unnest(%s::text[]) AS run_id, unnest(%s::bigint[]) AS from_id), "
+        f"picked AS (SELECT p.id FROM ok LEFT JOIN hint ON hint.run_id = ok.run_id CROSS JOIN LATERAL ("
+        f"SELECT q.id FROM {table} q WHERE q.run_id = ok.run_id AND q.status = %s AND q.id >= COALESCE(hint.from_id, 0) "
         f"AND (q.not_before IS NULL OR q.not_before <= %s) ORDER BY q.id LIMIT %s FOR UPDATE SKIP LOCKED) p "
         f"ORDER BY p.id LIMIT %s) "
         f"UPDATE {table} SET {quote('status')} = %s, {quote('lease_until')} = %s, {quote('updated_at')} = %s, "
         f"{quote('worker_id')} = %s FROM picked WHERE {table}.{quote('id')} = picked.{quote('id')} "
         f"AND {table}.{quote('status')} = %s RETURNING {columns}"
     )
-    params = [*runs_params, ItemStatus.QUEUED, now, limit, limit, ItemStatus.IN_FLIGHT, lease, now, worker_id[:64],
-              ItemStatus.QUEUED]
+    params = [*runs_params, list(hinted), list(hinted.values()), ItemStatus.QUEUED, now, limit, limit,
+              ItemStatus.IN_FLIGHT, lease, now, worker_id[:64], ItemStatus.QUEUED]
     items = sorted(RunItem.objects.raw(sql, params), key=lambda i: (i.position, i.id))
+    HINTS.learn(items, hinted=hinted, full=len(items) < limit)
     if not items:
         return []
     runs_by_id = {r.run_id: r for r in Run.objects.filter(run_id__in={i.run_id for i in items})}

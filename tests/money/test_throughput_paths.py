@@ -347,3 +347,32 @@ def test_a_cache_entrys_last_seen_is_kept_to_ten_minutes(provider):
     work(clock=lambda: later)
     assert set(CacheEntry.objects.values_list("last_seen", flat=True)) == {later}
     assert len(provider.bodies) == 1
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_claims_start_where_the_queue_starts_and_still_find_items_put_back_below_it(provider):
+    from skiptrace.money import claim
+    from skiptrace.money.items import requeue
+
+    clock = [100.0]
+    hints = claim.ClaimHints(monotonic=lambda: clock[0])
+    real = claim.HINTS
+    claim.HINTS = hints
+    try:
+        run = create(*_leads("C", 60))
+        first = items_claim(limit=10, now=timezone.now(), worker_id="t")
+        assert hints.starts() == {run.run_id: min(i.id for i in first)}
+        second = items_claim(limit=10, now=timezone.now(), worker_id="t")
+        assert min(i.id for i in second) > max(i.id for i in first)
+        requeue(first[:2], now=timezone.now(), delay_s=None, reason=None)  # back below the hint
+        third = items_claim(limit=10, now=timezone.now(), worker_id="t")  # hinted: starts after them
+        assert not {i.id for i in first[:2]} & {i.id for i in third}
+        clock[0] += claim.ClaimHints.FULL_CLAIM_EVERY_S  # a full claim is due
+        fourth = items_claim(limit=10, now=timezone.now(), worker_id="t")
+        assert {i.id for i in first[:2]} <= {i.id for i in fourth}
+        taken = [i.id for batch in (first[2:], second, third, fourth) for i in batch]
+        while got := items_claim(limit=10, now=timezone.now(), worker_id="t"):
+            taken += [i.id for i in got]
+        assert sorted(taken) == sorted(RunItem.objects.filter(run=run).values_list("id", flat=True))
+    finally:
+        claim.HINTS = real
