@@ -10,9 +10,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q
 
-from skiptrace.models import ItemStatus, ProviderCall, Run, RunItem
+from skiptrace.models import ItemStatus, Run, RunItem
 from skiptrace.selectors import run_money
 
 log = logging.getLogger("convexa.service")
@@ -137,13 +137,12 @@ def _recount(run_id: str, *, now: dt.datetime) -> list[str]:
         c[row["status"]] += row["n"]
         c["cached"] += row["n_cached"]
         c["fresh"] += row["n_fresh"]
-    spend = ProviderCall.objects.filter(run_id=run_id).aggregate(s=Sum("cost_cents"))["s"] or 0
-    money = run_money([run_id])[run_id]
+    money = run_money([run_id])[run_id]  # one aggregate over the run's calls (open calls cost 0 until settled)
     count_ms = 1000 * (time.perf_counter() - started)
     Run.objects.filter(run_id=run_id).update(
         total=sum(c[s] for s in ItemStatus.values), queued=c[ItemStatus.QUEUED], in_flight=c[ItemStatus.IN_FLIGHT],
         done=c[ItemStatus.DONE], failed=c[ItemStatus.FAILED], cache_hits=c["cached"], provider_served=c["fresh"],
-        cost_cents=spend, counted_at=now, count_ms=round(count_ms, 2), counted_calls=money["provider_calls"],
+        cost_cents=money["settled_cents"], counted_at=now, count_ms=round(count_ms, 2), counted_calls=money["provider_calls"],
         counted_requests=money["provider_requests"], counted_in_flight_cents=money["in_flight_cents"],
     )
     if c[ItemStatus.QUEUED] or c[ItemStatus.IN_FLIGHT]:
