@@ -68,12 +68,13 @@ from skiptrace.money.reaper import leases_reap
 from skiptrace.money.record import bill_spread, complete_calls
 from skiptrace.money.reserve import Reserved, batch_reserve
 from skiptrace.money.send import batch_send
+from skiptrace.money.sweep import SWEEP_WINDOW, Swept, cached_claim
 from skiptrace.provider import BatchDataClient
 
 __all__ = [
     "EXACT_RECOUNT_MAX_ITEMS", "L1", "PREDECESSOR_LABEL", "RECOUNT_MIN_INTERVAL_S", "RECOUNT_SPACING",
-    "STALE_COUNTERS_S", "Answer", "BatchOutcome", "Clock", "L1Cache", "Policy", "Reserved", "batch_process",
-    "batch_reserve", "batch_send", "bill_spread", "cache_key", "complete_calls", "cache_lookup", "clear_finish_hooks",
+    "STALE_COUNTERS_S", "SWEEP_WINDOW", "Answer", "BatchOutcome", "Clock", "L1Cache", "Policy", "Reserved", "batch_process",
+    "batch_reserve", "batch_send", "bill_spread", "cache_key", "cached_claim", "Swept", "complete_calls", "cache_lookup", "clear_finish_hooks",
     "conclude_answers", "items_claim", "lease_seconds", "leases_reap", "on_run_finished", "runs_refresh",
     "runs_refresh_stale",
 ]

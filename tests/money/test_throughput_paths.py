@@ -34,11 +34,13 @@ def _leads(prefix: str, n: int):
 # --- claims grow while the caches answer --------------------------------------------------------------
 
 
-def test_a_cached_rerun_is_claimed_in_growing_claims_and_pays_nothing(provider):
+def test_a_mostly_cached_rerun_is_claimed_in_growing_claims(provider):
     first = create(*_leads("A", 450))
     work(batch_size=50)
     assert len(provider.bodies) == 9 and RunItem.objects.filter(run=first, status=ItemStatus.DONE).count() == 450
-    rerun = create(*_leads("A", 450))
+    # the same list with one lead in 25 new: each claim is mostly, never all, cached
+    rerun = create(*[lead(f"A{i}", street=f"{100 + i} Oak Hollow Dr") if i % 25 else
+                     lead(f"M{i}", street=f"{100 + i} Maple Way") for i in range(450)])
     claims: list[int] = []
     real = worker_mod.money.items_claim
 
@@ -54,8 +56,8 @@ def test_a_cached_rerun_is_claimed_in_growing_claims_and_pays_nothing(provider):
             pass
     finally:
         worker_mod.money.items_claim = real
-    assert len(provider.bodies) == 9  # not one more request
-    assert RunItem.objects.filter(run=rerun, status=ItemStatus.DONE, cached=True).count() == 450
+    assert len(provider.items) == 450 + 18  # the new leads, each once
+    assert RunItem.objects.filter(run=rerun, status=ItemStatus.DONE, cached=True).count() == 450 - 18
     assert claims[:4] == [50, 100, 200, 100]  # doubling (the last one takes what is left)
     assert len(claims) < 450 / 50
 
