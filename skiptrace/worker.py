@@ -115,8 +115,6 @@ class Worker:
         answered a claim, the next ones are windows of ``sweep_window`` items. The first claim
         the caches did not answer ends it."""
         self.housekeeping()
-        if self._claim_size >= CACHED_CLAIM_MAX:
-            return self._cached_batch(self._cached_claim(self.sweep_window))
         idled_at = self._after_idle.pop(threading.get_ident(), None)
         if idled_at is not None:
             swept = None
@@ -126,8 +124,8 @@ class Worker:
                     swept = self._cached_claim(self.batch_size)
             if swept is not None:
                 return self._cached_batch(swept)
-            if self._claim_size >= CACHED_CLAIM_MAX:
-                return self._cached_batch(self._cached_claim(self.sweep_window))
+        if self._claim_size >= CACHED_CLAIM_MAX:
+            return self._cached_batch(self._cached_claim(self.sweep_window))
         limit = max(self.batch_size, self._claim_size)
         items = money.items_claim(limit=limit, now=self.clock(), worker_id=self.worker_id, run_id=self.run_id)
         if not items:

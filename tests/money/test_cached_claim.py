@@ -202,3 +202,49 @@ def test_concurrent_cached_claims_never_take_an_item_twice(provider):
     assert {statuses[i] for i in claimed} == {ItemStatus.IN_FLIGHT}
     assert sum(1 for s in statuses.values() if s == ItemStatus.DONE) == 80
     assert Run.objects.get(pk=rerun.pk).finished_at is None
+
+
+def test_after_an_idle_wait_one_thread_looks_with_a_cached_claim_and_the_others_follow_its_verdict(
+        provider, monkeypatch):
+    create(*_plain("A", 300))
+    work(batch_size=50)
+    paid = len(provider.bodies)
+    rerun = create(*_plain("A", 300))
+    limits: list[int] = []
+    real = money.cached_claim
+
+    def counting(**kw):
+        limits.append(kw["limit"])
+        return real(**kw)
+
+    monkeypatch.setattr(worker_mod.money, "cached_claim", counting)
+    worker = Worker(concurrency=2, batch_size=50, idle_sleep_s=0)
+    worker.sweep_window = 80
+    thread = [1]
+    monkeypatch.setattr(worker_mod.threading, "get_ident", lambda: thread[0])
+    woken_at = worker._probe_gen
+    worker._after_idle.update({1: woken_at, 2: woken_at})  # two threads went idle, then work came
+    assert worker.process_one_batch()  # thread 1: the look, one batch
+    thread[0] = 2
+    assert worker.process_one_batch()  # thread 2: the verdict was "cached": a window
+    assert limits == [50, 80]
+    while worker.process_one_batch():
+        pass
+    assert len(provider.bodies) == paid
+    rerun.refresh_from_db()
+    assert (rerun.state, rerun.cache_hits) == ("finished", 300)
+
+    # new leads: the look finds nothing cached, sends its batch, and the next claims are plain claims
+    fresh = create(*_plain("N", 120, start=1000))
+    limits.clear()
+    worker._after_idle.update({1: worker._probe_gen, 2: worker._probe_gen})
+    thread[0] = 1
+    assert worker.process_one_batch()
+    thread[0] = 2
+    assert worker.process_one_batch()
+    assert limits == [50]  # thread 2 made a plain claim
+    while worker.process_one_batch():
+        pass
+    assert len(provider.items) == 300 + 120
+    fresh.refresh_from_db()
+    assert (fresh.state, fresh.cache_hits) == ("finished", 0)
