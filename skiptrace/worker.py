@@ -76,8 +76,9 @@ class Worker:
     # -- single steps (what tests call) --
 
     def housekeeping(self, *, force: bool = False) -> None:
-        """Reap expired leases, recount big runs whose counters went stale, and let budget-paused runs
-        go on when a new day has room."""
+        """Reap expired leases, recount big runs whose counters went stale, fold the budget's delta
+        rows and vacuum the in-flight rows (PostgreSQL), and let budget-paused runs go on when a new
+        day has room."""
         with self._housekeeping_lock:
             if not force and time.monotonic() - self._housekeeping_at < HOUSEKEEPING_EVERY_S:
                 return
@@ -86,6 +87,7 @@ class Worker:
         money.leases_reap(now=now)
         money.runs_refresh_stale(now=now)
         guards.budget.budget_deltas_fold()
+        guards.slots_vacuum()
         guards.budget_unpause(now)
         if self.run_id is None:  # the fleet's workers, not a CLI --wait on one run (it exits when idle)
             from skiptrace import uploads

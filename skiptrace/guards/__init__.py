@@ -4,7 +4,7 @@
   (``budget_fit``), ``budget_exhausted`` (admission), ``budget_unpause`` (a new budget day);
 - ``breaker``: the circuit breaker (``breaker_check`` before reserving, ``breaker_record`` after each
   request, ``breaker_state``), its window of samples, which error kinds count;
-- ``slots``: the concurrency gate (``slot_try_take`` marks a batch's calls ``sent``);
+- ``slots``: the concurrency gate (``slot_try_take`` marks a batch's calls ``sent``; ``slots_vacuum``);
 - ``rate``: the rate limit (``rate_acquire``, ``rate_permit_fresh``) and the retry backoff;
 - ``permit``: the gate right before the POST (``send_permit``, ``send_deadline``, ``last_look``,
   ``NotSent``), which takes a slot, then a permit, then looks at the breaker and the lease again;
@@ -45,7 +45,7 @@ from skiptrace.guards.rate import (
     rate_permit_fresh,
     reset_rate_limiter,
 )
-from skiptrace.guards.slots import slot_try_take
+from skiptrace.guards.slots import slot_try_take, slots_vacuum
 
 __all__ = [
     "PERMIT_MAX_AGE_S", "PERMIT_REFRESHES", "BreakerDecision", "NotSent", "backoff_seconds", "breaker_check",
@@ -53,4 +53,5 @@ __all__ = [
     "budget_fit", "budget_spent_cents", "budget_spent_cents_today", "budget_unpause", "last_look",
     "limiter_conninfo", "provider_status", "rate_acquire", "rate_limited_backoff", "rate_permit_fresh",
     "next_budget_day_start", "reset_rate_limiter", "send_deadline", "send_permit", "seconds_to_next_budget_day", "slot_try_take",
+    "slots_vacuum",
 ]

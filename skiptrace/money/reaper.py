@@ -8,7 +8,7 @@ import logging
 
 from django.db import transaction
 
-from skiptrace.models import CallState, ItemStatus, ProviderCall, RunItem
+from skiptrace.models import CallState, InFlightBatch, ItemStatus, ProviderCall, RunItem
 from skiptrace.money.counters import runs_refresh
 from skiptrace.money.trail import id_ranges, log_calls
 
@@ -46,6 +46,10 @@ def leases_reap(*, now: dt.datetime) -> dict[str, int]:
         RunItem.objects.filter(id__in=[i for i, _ in expired], status=ItemStatus.IN_FLIGHT).update(
             status=ItemStatus.QUEUED, lease_until=None, not_before=None, updated_at=now
         )
+        # PostgreSQL's in-flight rows past their lease count no longer; the trigger removed those
+        # whose calls just became lost, and this removes any it missed (two transactions settling
+        # halves of one batch at once: each still saw the other's calls as sent)
+        InFlightBatch.objects.filter(lease_until__lt=now).delete()
         run_ids = {r for _, r in expired} | set(
             ProviderCall.objects.filter(id__in=lost_ids).exclude(run_id=None).values_list("run_id", flat=True)
         )

@@ -113,7 +113,7 @@ def retrying(
             delay = min(0.2 * attempt, RECORD_RETRY_MAX_DELAY_S)
             if monotonic() + delay >= give_up_at:
                 raise
-            log.warning("recording a provider answer failed (%s); retry %d in %.1f s", exc.__class__.__name__,
+            log.warning("recording a provider answer failed (%s %s); retry %d in %.1f s", exc.__class__.__name__, exc,
                         attempt, delay)
             if not connection.in_atomic_block and not connection.is_usable():
                 connection.close()  # a broken PostgreSQL connection: the next attempt reconnects
