@@ -115,13 +115,16 @@ def _answer_times(updates: Sequence[ContactsUpdate], *, now: dt.datetime) -> dic
     return times
 
 
-def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) -> None:
+def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime, fresh: bool = False) -> None:
     """Replace each lead's contacts with its answer, keeping the provenance (call, cached, stale).
 
     A lead whose contacts already come from the answering call (a cached re-run) keeps its phone
     and email rows: they are that call's contacts already, so only the provenance is updated (and
     the phones keep their DNC time: the provider did not check them again). Phone types are stored
     normalized (Mobile / Landline / VoIP / Unknown).
+
+    ``fresh``: every update is the answer of a call completed in this transaction, so no lead can
+    carry it yet and all are replaced without reading the leads first (one round trip a batch).
     """
     latest = {u.lead_id: u for u in updates}  # one lead twice in a batch: the last answer wins
     if not latest:
@@ -129,7 +132,8 @@ def leads_contacts_save(updates: Sequence[ContactsUpdate], *, now: dt.datetime) 
     phones: list = []
     emails: list = []
     with transaction.atomic(savepoint=False):  # inside the recording transaction: no SAVEPOINT round trips
-        current = dict(Lead.objects.filter(lead_id__in=list(latest)).values_list("lead_id", "provider_call_id"))
+        current = {} if fresh else dict(
+            Lead.objects.filter(lead_id__in=list(latest)).values_list("lead_id", "provider_call_id"))
         replace = [lid for lid, u in latest.items() if u.provider_call_id is None or current.get(lid) != u.provider_call_id]
         answered = _answer_times([latest[lid] for lid in replace], now=now) if replace else {}
         for lead_id in replace:

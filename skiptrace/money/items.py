@@ -107,7 +107,7 @@ def conclude(served: Sequence[tuple[RunItem, Answer]], *, cached: bool, now: dt.
                                              provider_call_id=a.call_id, cached=cached, stale=a.stale,
                                              answered_at=a.created_at if answered_now and not cached else None)
              for i, a in done],
-            now=now,
+            now=now, fresh=answered_now and not cached,
         )
 
 

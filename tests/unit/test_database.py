@@ -70,6 +70,20 @@ def _lead_rows(ids, *, last: str, now):
                  zip="33610", created_at=now, updated_at=now) for i in ids]
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner and indexes")
+def test_postgresql_money_path_connections_have_no_jit_and_its_tables_no_pattern_ops_indexes():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"  # a high row estimate must not buy a 35 ms compile
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = ANY(%s) AND indexdef LIKE %s",
+            [["provider_calls", "leads", "lead_phones", "lead_emails", "skiptrace_in_flight"], "%varchar_pattern_ops%"],
+        )
+        assert cursor.fetchall() == []  # written on every batch, read by no LIKE
+        cursor.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'provider_calls'")
+        assert cursor.fetchone()[0] == 9
+
+
 def test_a_big_upsert_matches_row_by_row_semantics_on_either_database():
     """On PostgreSQL a big upsert goes through COPY into a staging table; the outcome must be what
     row-by-row ON CONFLICT gives: new rows inserted, existing ones updated, the later of two wins."""
