@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -19,6 +20,57 @@ from typing import Any
 from django.db import connection, models, transaction
 
 COPY_UPSERT_MIN_ROWS = 200
+
+_pending = threading.local()  # the writes of an open ``together()`` block, per thread
+
+
+@contextmanager
+def together() -> Iterator[None]:
+    """PostgreSQL: the bulk writes made inside the block (``insert_rows``, ``update_rows``,
+    ``delete_rows``) go to the server as **one statement** when the block ends, each a
+    data-modifying ``WITH`` part: one round trip where each was one (a COPY two). Recording a
+    provider answer wrote nine statements in eleven round trips; with PostgreSQL 10 ms away that
+    was a quarter of a batch's time on its pooled connection.
+
+    What that changes, and why it is safe where it is used: the parts run on one snapshot, so none
+    sees another's rows (a delete of a lead's old phones and the insert of its new ones in one
+    statement delete only the old ones, as in sequence); constraints and the ``provider_calls``
+    triggers run at the end of the statement, after all parts. A block must not read what it
+    writes (ORM queries inside it run at once, before the held writes), and a block that would
+    update one table twice runs its writes one by one, in order (one statement cannot update a row
+    twice). On an error nothing is sent. SQLite, or no block open: each write runs at once."""
+    if connection.vendor != "postgresql" or getattr(_pending, "parts", None) is not None:
+        yield  # SQLite (in-process, no round trips), or nested: the outer block sends them
+        return
+    _pending.parts = []
+    try:
+        yield
+        parts, _pending.parts = _pending.parts, None
+        _send_together(parts)
+    finally:
+        _pending.parts = None
+
+
+def _hold(sql: str, params: list) -> bool:
+    """Inside ``together()``: keep the write for the block's statement (True)."""
+    parts = getattr(_pending, "parts", None)
+    if parts is None:
+        return False
+    parts.append((sql, params))
+    return True
+
+
+def _send_together(parts: list[tuple[str, list]]) -> None:
+    if not parts:
+        return
+    updated = [sql.split(" AS t ", 1)[0] for sql, _ in parts if sql.startswith("UPDATE ")]
+    with binding_cursor() as cursor:
+        if len(parts) == 1 or len(updated) != len(set(updated)):
+            for sql, params in parts:
+                cursor.execute(sql, params)
+            return
+        head = ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(parts[:-1]))
+        cursor.execute(f"WITH {head} {parts[-1][0]}", [p for _, params in parts for p in params])
 
 
 def _adapter(field: models.Field) -> Callable[[Any], Any] | None:
@@ -86,13 +138,18 @@ def insert_rows(
         # PostgreSQL: executemany costs the server one statement per row (a 100,000-row intake took
         # ~13 s; multi-row VALUES was slower still). COPY streams the rows in one statement; an
         # upsert of many rows goes through COPY into a temporary table, then one INSERT ... SELECT.
-        if not conflict:
+        held = not returning and len(rows) < COPY_UPSERT_MIN_ROWS and getattr(_pending, "parts", None) is not None
+        if not conflict and not held:
             _copy(cursor, table, columns, rows)
             return None
         ret = (" RETURNING " + ", ".join(quote(by_name[n].column) for n in returning)) if returning else ""
-        at = [fields.index(by_name[name]) for name in conflict]
-        if update_fields:  # later row wins, as row by row (one statement cannot update a row twice)
+        if conflict and update_fields:  # later row wins, as row by row (one statement cannot update a row twice)
+            at = [fields.index(by_name[name]) for name in conflict]
             rows = list({tuple(row[i] for i in at): row for row in rows}.values())
+        if held:  # inside together(): one part of the block's statement
+            _hold(f"INSERT INTO {table} ({columns}) SELECT * FROM {_unnest(fields)}{on_conflict}",
+                  _columns_of(rows, len(fields)))
+            return None
         if len(rows) < COPY_UPSERT_MIN_ROWS:
             # One statement for the batch: the columns as arrays, unnested back into rows. Row by row
             # (executemany) the server parsed and ran one INSERT per row: 100 a provider batch.
@@ -143,12 +200,32 @@ def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields:
     rows = list({row[-1]: row for row in rows}.values())  # one object twice: the later wins, as row by row
     names = [f"c{n}" for n in range(len(targets))] + ["pk"]
     sets = ", ".join(f"{quote(f.column)} = v.c{n}" for n, f in enumerate(targets))
+    sql = (f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM {_unnest([*targets, meta.pk], names)} "
+           f"WHERE t.{quote(meta.pk.column)} = v.pk")
+    params = _columns_of(rows, len(targets) + 1)
+    if _hold(sql, params):
+        return
     with binding_cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM {_unnest([*targets, meta.pk], names)} "
-            f"WHERE t.{quote(meta.pk.column)} = v.pk",
-            _columns_of(rows, len(targets) + 1),
-        )
+        cursor.execute(sql, params)
+
+
+def delete_rows(model: type[models.Model], field: str, values: Sequence[Any]) -> None:
+    """``DELETE FROM`` the rows whose ``field`` is one of ``values``: inside ``together()`` a part
+    of the block's statement, else at once (what ``filter(field__in=values).delete()`` does for a
+    model nothing cascades from)."""
+    if not values:
+        return
+    if connection.vendor != "postgresql":
+        model._base_manager.filter(**{f"{field}__in": list(values)}).delete()
+        return
+    target = model._meta.get_field(field)
+    column = connection.ops.quote_name(target.column)
+    sql = f"DELETE FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {column} = ANY(%b::{_column_type(target)}[])"
+    params = [list(values)]
+    if _hold(sql, params):
+        return
+    with binding_cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 @contextmanager

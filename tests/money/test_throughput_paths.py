@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from django.db import DataError, connection
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -257,6 +257,74 @@ def test_reserving_a_batch_writes_its_calls_and_items_in_a_few_statements(provid
               if q["sql"].split(None, 1)[0] in ("INSERT", "UPDATE") and "provider_calls" in q["sql"].split("(", 1)[0]]
     if connection.vendor == "postgresql":
         assert len(writes) <= 3, writes  # the reservation, the answer (not one per call)
+
+
+def test_writes_held_together_land_as_one_statement_with_the_results_of_writing_them_in_turn():
+    from contacts.models import Lead, Phone
+    from contacts.services import ContactsUpdate, leads_contacts_save
+    from skiptrace.bulk import delete_rows, together
+
+    now = timezone.now()
+    Lead.objects.create(lead_id="T-1", street="1 Main St", city="Austin", state="TX", zip="78701")
+    old = {"matched": True, "phones": [{"number": "5125550100", "type": "Mobile"}], "emails": []}
+    new = {"matched": True, "phones": [{"number": "5125550111", "type": "Landline"},
+                                       {"number": "5125550122", "type": "Mobile"}], "emails": []}
+    leads_contacts_save([ContactsUpdate("T-1", None, old, None, cached=False, stale=False, answered_at=now)], now=now)
+    with CaptureQueriesContext(connection) as ctx, transaction.atomic(), together():
+        # the lead's old phone deleted and its new ones inserted: in one statement the delete sees
+        # only the rows from before it, as when the writes run one after the other
+        leads_contacts_save([ContactsUpdate("T-1", None, new, None, cached=False, stale=False, answered_at=now)],
+                            now=now, fresh=True)
+        guard = [GuardState(name="t-held", state="open", updated_at=now)]
+        insert_rows(GuardState, guard, conflict=["name"], update_fields=["state"])
+        if connection.vendor == "postgresql":  # held until the block ends (SQLite writes at once)
+            assert not GuardState.objects.filter(name="t-held").exists()
+    writes = [q["sql"] for q in ctx.captured_queries if q["sql"].split(None, 1)[0] not in ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT")]
+    if connection.vendor == "postgresql":
+        assert len(writes) == 2, writes  # the held read above, then every write in one statement
+        assert writes[1].startswith("WITH w0 AS (DELETE FROM")
+    assert sorted(Phone.objects.filter(lead_id="T-1").values_list("number", "type")) == [
+        ("5125550111", "Landline"), ("5125550122", "Mobile")]
+    assert GuardState.objects.get(name="t-held").state == "open"
+
+    # two updates of one table in a block run in turn (one statement cannot update a row twice)
+    rows = [GuardState(name="t-held", state="closed", updated_at=now)]
+    with transaction.atomic(), together():
+        update_rows(GuardState, rows, ["state"])
+        rows[0].state = "half_open"
+        update_rows(GuardState, rows, ["state"])
+    assert GuardState.objects.get(name="t-held").state == "half_open"
+
+    # an error inside the block sends nothing
+    with pytest.raises(RuntimeError), transaction.atomic(), together():
+        delete_rows(Phone, "lead_id", ["T-1"])
+        raise RuntimeError("boom")
+    assert Phone.objects.filter(lead_id="T-1").count() == 2
+
+
+def test_recording_an_answer_on_postgresql_is_one_statement_between_begin_and_commit(provider, monkeypatch):
+    from skiptrace.money import record
+
+    run = create(*_leads("W", 20))
+    seen: list[list[str]] = []
+    real = record.record_answer
+
+    def counted(*args, **kwargs):
+        with CaptureQueriesContext(connection) as ctx:
+            real(*args, **kwargs)
+        seen.append([q["sql"].split(None, 1)[0] for q in ctx.captured_queries])
+
+    monkeypatch.setattr(record, "record_answer", counted)
+    work(batch_size=20)
+    assert RunItem.objects.filter(run=run, status=ItemStatus.DONE).count() == 20
+    assert ProviderCall.objects.filter(run_id=run.run_id, state="completed").count() == 20
+    from contacts.models import Lead, Phone
+
+    assert Phone.objects.filter(lead__in=Lead.objects.filter(lead_id__startswith="W")).count() > 0
+    assert Lead.objects.filter(lead_id__startswith="W", provider_call__isnull=False).count() == 20
+    if connection.vendor == "postgresql":
+        # (BEGIN and COMMIT in production; SAVEPOINT and RELEASE inside the test's transaction)
+        assert [s[1:-1] for s in seen] == [["WITH"]], seen
 
 
 # --- the day's spend without reading every call of the day (PostgreSQL) --------------------------
