@@ -36,10 +36,6 @@ _pg = E.database("DATABASE_URL")
 if _pg is not None:
     _pg["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django's persistent connections are off
     _pg.setdefault("OPTIONS", {})
-    # No JIT: the money path's statements are short, and a plan whose row estimate is high (before
-    # the first ANALYZE of a growing table) was JIT-compiled for ~35 ms to run for 1 ms. Options
-    # given in DATABASE_URL (?options=...) follow, so a "-c jit=on" there still wins.
-    _pg["OPTIONS"]["options"] = " ".join(filter(None, ["-c jit=off", _pg["OPTIONS"].get("options")]))
     _pg["OPTIONS"]["pool"] = {
         "min_size": 1, "max_size": DATABASE_POOL_MAX, "timeout": DATABASE_POOL_TIMEOUT_S,
         "max_idle": 300, "name": "convexa",

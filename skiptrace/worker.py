@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations.webhooks import WebhookThread
-from skiptrace import guards, money
+from skiptrace import bulk, guards, money
 from skiptrace.dbconn import release_connection
 from skiptrace.models import ItemStatus, RunItem
 from skiptrace.provider import BatchDataClient
@@ -77,8 +77,8 @@ class Worker:
 
     def housekeeping(self, *, force: bool = False) -> None:
         """Reap expired leases, recount big runs whose counters went stale, fold the budget's delta
-        rows and vacuum the in-flight rows (PostgreSQL), and let budget-paused runs go on when a new
-        day has room."""
+        rows, vacuum the in-flight rows and refresh stale planner statistics (PostgreSQL), and let
+        budget-paused runs go on when a new day has room."""
         with self._housekeeping_lock:
             if not force and time.monotonic() - self._housekeeping_at < HOUSEKEEPING_EVERY_S:
                 return
@@ -88,6 +88,7 @@ class Worker:
         money.runs_refresh_stale(now=now)
         guards.budget.budget_deltas_fold()
         guards.slots_vacuum()
+        bulk.statistics_refresh()
         guards.budget_unpause(now)
         if self.run_id is None:  # the fleet's workers, not a CLI --wait on one run (it exits when idle)
             from skiptrace import uploads

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from skiptrace.guards.locks import lock_row
@@ -90,8 +90,12 @@ def breaker_record(*, ok: bool, now: dt.datetime, kind: str) -> str:
     from skiptrace.models import GuardState
 
     failure = (not ok) and kind in _FAILURE_KINDS
-    _record_sample(failure, now)
-    if not failure and not GuardState.objects.filter(name="breaker").exclude(state="closed").exists():
+    if not failure and connection.vendor == "postgresql":
+        not_closed = _record_success_and_look(now)  # one round trip where the two were two
+    else:
+        _record_sample(failure, now)
+        not_closed = failure or GuardState.objects.filter(name="breaker").exclude(state="closed").exists()
+    if not failure and not not_closed:
         # A success while closed changes nothing: no fleet-wide lock (one per answer at 50 a
         # second, held for two round trips, was a queue of its own with PostgreSQL 10 ms away).
         return "closed"
@@ -136,14 +140,36 @@ SAMPLE_TRIM_EVERY = 20
 def _record_sample(failure: bool, now: dt.datetime) -> None:
     from skiptrace.models import BreakerSample
 
-    sample = BreakerSample.objects.create(failure=failure, at=now)
+    _trim(BreakerSample.objects.create(failure=failure, at=now).pk)
+
+
+def _trim(sample_id: int) -> None:
+    """The window reads the newest CIRCUIT_MIN_SAMPLES rows; older ones are trimmed every 20th sample."""
+    from skiptrace.models import BreakerSample
+
+    if sample_id % SAMPLE_TRIM_EVERY:
+        return
     keep = settings.CIRCUIT_MIN_SAMPLES
-    if sample.pk % SAMPLE_TRIM_EVERY:
-        return  # the window reads the newest `keep` rows; older ones are trimmed every 20th sample
-    cutoff = BreakerSample.objects.order_by("-id").values_list("id", flat=True)[keep : keep + 1]
-    cutoff = list(cutoff)
+    cutoff = list(BreakerSample.objects.order_by("-id").values_list("id", flat=True)[keep : keep + 1])
     if cutoff:
         BreakerSample.objects.filter(id__lte=cutoff[0]).delete()
+
+
+def _record_success_and_look(now: dt.datetime) -> bool:
+    """PostgreSQL: a success's sample written and the breaker looked at in one statement (the
+    sample trimmed every ``SAMPLE_TRIM_EVERY``th, as ``_record_sample``). True = not closed."""
+    from skiptrace.models import BreakerSample, GuardState
+
+    samples, guards = BreakerSample._meta.db_table, GuardState._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH s AS (INSERT INTO {samples} (failure, at) VALUES (false, %s) RETURNING id) "
+            f"SELECT (SELECT id FROM s), EXISTS (SELECT 1 FROM {guards} WHERE name = 'breaker' AND state <> 'closed')",
+            [now],
+        )
+        sample_id, not_closed = cursor.fetchone()
+    _trim(sample_id)
+    return bool(not_closed)
 
 
 def _window() -> tuple[int, int]:
