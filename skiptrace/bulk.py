@@ -141,7 +141,11 @@ def insert_rows(
         # PostgreSQL: executemany costs the server one statement per row (a 100,000-row intake took
         # ~13 s; multi-row VALUES was slower still). COPY streams the rows in one statement; an
         # upsert of many rows goes through COPY into a temporary table, then one INSERT ... SELECT.
-        held = not returning and len(rows) < COPY_UPSERT_MIN_ROWS and getattr(_pending, "parts", None) is not None
+        # Inside together() every write is held, whatever its size: one run at once (a COPY of a
+        # batch's 200+ phones) would land before the block's held delete of the old ones, and go.
+        held = getattr(_pending, "parts", None) is not None
+        if held and returning:
+            raise RuntimeError("insert_rows(returning=...) cannot be held in bulk.together(): its rows are needed now")
         if not conflict and not held:
             _copy(cursor, table, columns, rows)
             return None

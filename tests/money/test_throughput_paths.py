@@ -302,6 +302,29 @@ def test_writes_held_together_land_as_one_statement_with_the_results_of_writing_
     assert Phone.objects.filter(lead_id="T-1").count() == 2
 
 
+def test_a_batch_with_hundreds_of_new_phones_keeps_every_one_of_them_when_its_writes_are_held():
+    """Past 200 rows an insert used COPY, at once: inside ``together()`` it would land before the
+    held delete of the leads' old phones, and be deleted with them."""
+    from contacts.models import Lead, Phone
+    from contacts.services import ContactsUpdate, leads_contacts_save
+    from skiptrace.bulk import together
+
+    now = timezone.now()
+    ids = [f"M-{n}" for n in range(80)]
+    Lead.objects.bulk_create([Lead(lead_id=i, street="1 Main St", city="Austin", state="TX", zip="78701") for i in ids])
+    old = {"matched": True, "phones": [{"number": "5125550100", "type": "Mobile"}], "emails": []}
+    leads_contacts_save([ContactsUpdate(i, None, old, None, cached=False, stale=False, answered_at=now) for i in ids],
+                        now=now)
+    new = {"matched": True, "emails": [],
+           "phones": [{"number": f"512555{n:04d}", "type": "Mobile"} for n in range(1, 4)]}
+    with transaction.atomic(), together():  # 80 leads x 3 phones = 240 rows in one insert
+        leads_contacts_save([ContactsUpdate(i, None, new, None, cached=False, stale=False, answered_at=now)
+                             for i in ids], now=now, fresh=True)
+    assert Phone.objects.filter(lead_id__in=ids).count() == 240
+    assert set(Phone.objects.filter(lead_id__in=ids).values_list("number", flat=True)) == {
+        "5125550001", "5125550002", "5125550003"}
+
+
 def test_recording_an_answer_on_postgresql_is_one_statement_between_begin_and_commit(provider, monkeypatch):
     from skiptrace.money import record
 
