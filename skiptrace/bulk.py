@@ -54,26 +54,27 @@ def together() -> Iterator[None]:
         _pending.parts = None
 
 
-def _hold(sql: str, params: list) -> bool:
-    """Inside ``together()``: keep the write for the block's statement (True)."""
+def _hold(sql: str, params: list, *, updates: str | None = None) -> bool:
+    """Inside ``together()``: keep the write for the block's statement (True). ``updates``: the
+    table an UPDATE writes (two of one table cannot share a statement)."""
     parts = getattr(_pending, "parts", None)
     if parts is None:
         return False
-    parts.append((sql, params))
+    parts.append((sql, params, updates))
     return True
 
 
-def _send_together(parts: list[tuple[str, list]]) -> None:
+def _send_together(parts: list[tuple[str, list, str | None]]) -> None:
     if not parts:
         return
-    updated = [sql.split(" AS t ", 1)[0] for sql, _ in parts if sql.startswith("UPDATE ")]
+    updated = [table for _, _, table in parts if table is not None]
     with binding_cursor() as cursor:
         if len(parts) == 1 or len(updated) != len(set(updated)):
-            for sql, params in parts:
+            for sql, params, _ in parts:
                 cursor.execute(sql, params)
             return
-        head = ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(parts[:-1]))
-        cursor.execute(f"WITH {head} {parts[-1][0]}", [p for _, params in parts for p in params])
+        head = ", ".join(f"w{n} AS ({sql})" for n, (sql, _, _) in enumerate(parts[:-1]))
+        cursor.execute(f"WITH {head} {parts[-1][0]}", [p for _, params, _ in parts for p in params])
 
 
 def _adapter(field: models.Field) -> Callable[[Any], Any] | None:
@@ -210,7 +211,7 @@ def update_rows(model: type[models.Model], objs: Sequence[models.Model], fields:
     sql = (f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM {_unnest([*targets, meta.pk], names)} "
            f"WHERE t.{quote(meta.pk.column)} = v.pk")
     params = _columns_of(rows, len(targets) + 1)
-    if _hold(sql, params):
+    if _hold(sql, params, updates=meta.db_table):
         return
     with binding_cursor() as cursor:
         cursor.execute(sql, params)

@@ -323,7 +323,7 @@ def reserve_calls(
         for row in rows:
             if row.idempotency_key in ids:
                 row.pk = ids[row.idempotency_key]
-                row._state.adding, row._state.db = False, "default"
+                row._state.adding, row._state.db = False, ProviderCall.objects.db
                 mine[row.signature] = row
     reserved = Reserved(batch_id=batch_id)
     for sig in chosen:
