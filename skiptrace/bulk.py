@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.db import DatabaseError, connection, models, transaction
+from psycopg.pq import TransactionStatus
 
 log = logging.getLogger("convexa.db")
 
@@ -28,12 +29,15 @@ _pending = threading.local()  # the writes of an open ``together()`` block, per 
 
 
 @contextmanager
-def together() -> Iterator[None]:
+def together(*, until_commit: bool = False) -> Iterator[None]:
     """PostgreSQL: the bulk writes made inside the block (``insert_rows``, ``update_rows``,
     ``delete_rows``) go to the server as **one statement** when the block ends, each a
     data-modifying ``WITH`` part: one round trip where each was one (a COPY two). Recording a
     provider answer wrote nine statements in eleven round trips; with PostgreSQL 10 ms away that
     was a quarter of a batch's time on its pooled connection.
+
+    ``until_commit``: inside ``atomic_commit()`` the statement waits for that block's COMMIT and
+    goes with it, in one round trip (elsewhere: as without it).
 
     What that changes, and why it is safe where it is used: the parts run on one snapshot, so none
     sees another's rows (a delete of a lead's old phones and the insert of its new ones in one
@@ -49,9 +53,56 @@ def together() -> Iterator[None]:
     try:
         yield
         parts, _pending.parts = _pending.parts, None
-        _send_together(parts)
+        tail = getattr(_pending, "tail", None)
+        if until_commit and tail is not None:
+            tail.extend(parts)
+        else:
+            _send_together(parts)
     finally:
         _pending.parts = None
+
+
+@contextmanager
+def atomic_commit() -> Iterator[None]:
+    """A transaction whose ``together(until_commit=True)`` writes go to the server with its COMMIT,
+    in one round trip (psycopg's pipeline mode), where BEGIN, the statement and COMMIT took three.
+
+    PostgreSQL, outermost block: the transaction opens at the first statement run inside the block
+    (a read, a write not held), as ``transaction.atomic()`` would have it then; a block that only
+    holds writes sends BEGIN, them and COMMIT at its end, in one round trip. Nested (a caller's transaction, a test's), on SQLite: ``transaction.atomic()``. A statement or a
+    COMMIT that fails rolls everything back and raises Django's error, as from any query."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block or getattr(_pending, "tail", None) is not None:
+        with transaction.atomic():
+            yield
+        return
+    atomic = transaction.atomic()
+    opened = False
+
+    def open_first(execute, sql, params, many, context):
+        nonlocal opened
+        if not opened:
+            atomic.__enter__()
+            opened = True
+        return execute(sql, params, many, context)
+
+    _pending.tail = []
+    try:
+        with connection.execute_wrapper(open_first):
+            yield
+        tail, _pending.tail = _pending.tail, None
+        if tail:
+            _send_together(tail, commit=True, begin=not opened)
+    except BaseException as exc:
+        _pending.tail = None
+        if opened:
+            opened = False
+            atomic.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
+        raise
+    else:
+        if opened:
+            atomic.__exit__(None, None, None)
+    finally:
+        _pending.tail = None
 
 
 def _hold(sql: str, params: list, *, updates: str | None = None) -> bool:
@@ -64,17 +115,42 @@ def _hold(sql: str, params: list, *, updates: str | None = None) -> bool:
     return True
 
 
-def _send_together(parts: list[tuple[str, list, str | None]]) -> None:
+def commit_is_held() -> bool:
+    """True inside the outermost ``atomic_commit()`` block on PostgreSQL: its COMMIT is this
+    block's, at its end (what a check deferred to the COMMIT needs)."""
+    return getattr(_pending, "tail", None) is not None
+
+
+def _send_together(parts: list[tuple[str, list, str | None]], *, commit: bool = False, begin: bool = False) -> None:
+    """The held writes as one statement (in turn when one table is updated twice); ``commit``:
+    followed by COMMIT in the same round trip (the transaction is over when this returns; Django's
+    own COMMIT after it finds nothing to do); ``begin``: on a connection in autocommit, preceded by
+    BEGIN in the same round trip."""
     if not parts:
         return
     updated = [table for _, _, table in parts if table is not None]
+    if len(parts) == 1 or len(updated) != len(set(updated)):
+        statements = parts
+    else:
+        head = ", ".join(f"w{n} AS ({sql})" for n, (sql, _, _) in enumerate(parts[:-1]))
+        statements = [(f"WITH {head} {parts[-1][0]}", [p for _, params, _ in parts for p in params], None)]
     with binding_cursor() as cursor:
-        if len(parts) == 1 or len(updated) != len(set(updated)):
-            for sql, params, _ in parts:
+        if not commit:
+            for sql, params, _ in statements:
                 cursor.execute(sql, params)
             return
-        head = ", ".join(f"w{n} AS ({sql})" for n, (sql, _, _) in enumerate(parts[:-1]))
-        cursor.execute(f"WITH {head} {parts[-1][0]}", [p for _, params, _ in parts for p in params])
+        raw = connection.connection
+        try:
+            with connection.wrap_database_errors, raw.pipeline():
+                if begin:  # autocommit: BEGIN goes in the pipeline too (psycopg's own BEGIN waits for its answer)
+                    cursor.execute("BEGIN")
+                for sql, params, _ in statements:
+                    cursor.execute(sql, params)
+                cursor.execute("COMMIT")
+        except BaseException:
+            if begin and raw.info.transaction_status != TransactionStatus.IDLE:
+                raw.execute("ROLLBACK")  # a statement failed: COMMIT was skipped, the transaction is aborted
+            raise
 
 
 def _adapter(field: models.Field) -> Callable[[Any], Any] | None:
@@ -111,6 +187,7 @@ def insert_rows(
     conflict: Sequence[str] = (),
     update_fields: Sequence[str] = (),
     returning: Sequence[str] = (),
+    setting: tuple[str, str] | None = None,
 ) -> list[tuple] | None:
     """INSERT the objects (primary keys generated by the database when unset).
 
@@ -119,6 +196,10 @@ def insert_rows(
 
     ``returning`` (PostgreSQL, with ``conflict``): these columns of the rows written, as tuples,
     in the same statement; None where it is not supported (SQLite): the caller reads them back.
+
+    ``setting`` (PostgreSQL, with ``conflict``): ``(name, value)`` set for the transaction
+    (``set_config(..., true)``) by the same statement, before its first row is written (what a
+    trigger on these rows reads); not held.
     """
     if not objs:
         return [] if returning and connection.vendor == "postgresql" and conflict else None
@@ -145,8 +226,12 @@ def insert_rows(
         # Inside together() every write is held, whatever its size: one run at once (a COPY of a
         # batch's 200+ phones) would land before the block's held delete of the old ones, and go.
         held = getattr(_pending, "parts", None) is not None
-        if held and returning:
-            raise RuntimeError("insert_rows(returning=...) cannot be held in bulk.together(): its rows are needed now")
+        if held and (returning or setting):
+            raise RuntimeError("insert_rows(returning=, setting=) cannot be held in bulk.together()")
+        if setting is not None and not conflict:
+            raise ValueError("insert_rows(setting=...) needs conflict=")
+        # in the WHERE: evaluated for each row before it is written (the first one included)
+        also, also_params = (" WHERE set_config(%s, %s, true) IS NOT NULL", list(setting)) if setting else ("", [])
         if not conflict and not held:
             _copy(cursor, table, columns, rows)
             return None
@@ -162,8 +247,8 @@ def insert_rows(
             # One statement for the batch: the columns as arrays, unnested back into rows. Row by row
             # (executemany) the server parsed and ran one INSERT per row: 100 a provider batch.
             with binding_cursor() as binding:
-                binding.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM {_unnest(fields)}{on_conflict}{ret}",
-                                _columns_of(rows, len(fields)))
+                binding.execute(f"INSERT INTO {table} ({columns}) SELECT v.* FROM {_unnest(fields)}{also}{on_conflict}{ret}",
+                                _columns_of(rows, len(fields)) + also_params)
                 return [tuple(r) for r in binding.fetchall()] if ret else None
         else:
             staging = quote(f"_staging_{model._meta.db_table}")
@@ -172,7 +257,8 @@ def insert_rows(
                                f"SELECT {columns} FROM {table} WITH NO DATA")
                 cursor.execute(f"TRUNCATE {staging}")
                 _copy(cursor, staging, columns, rows)
-                cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}{on_conflict}{ret}")
+                cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}{also}{on_conflict}{ret}",
+                               also_params or None)
                 return [tuple(r) for r in cursor.fetchall()] if ret else None
 
 

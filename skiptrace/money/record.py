@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 
 from skiptrace import guards
-from skiptrace.bulk import insert_rows, together, update_rows
+from skiptrace.bulk import atomic_commit, insert_rows, together, update_rows
 from skiptrace.models import OPEN_CALL_STATES, CacheEntry, CallState, ProviderCall, RunItem
 from skiptrace.money import outcomes
 from skiptrace.money.cache import L1, Answer, cache_key
@@ -67,8 +67,8 @@ def record_answer(
         call.status_code, call.finished_at, call.lease_until = status_code, now, None
         served.extend((item, answer) for item in reserved.served[call.pk])
     # PostgreSQL: the calls, the cache, the items and the leads' contacts in one statement
-    # (``bulk.together``): BEGIN, it, COMMIT. Nothing in here reads what it writes.
-    with transaction.atomic(), together():
+    # (``bulk.together``), sent with BEGIN and COMMIT: one round trip. Nothing in here reads what it writes.
+    with atomic_commit(), together(until_commit=True):
         update_rows(ProviderCall, reserved.calls, [
             "state", "status_code", "response_json", "payload_hash", "cost_cents", "matched", "match_count",
             "parsed_contacts_json", "provider_request_id", "finished_at", "lease_until", "bill_mismatch",

@@ -4,6 +4,7 @@ rows (``reserved``), in one transaction committed before anything is sent.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -14,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError
 
 from skiptrace import guards
-from skiptrace.bulk import insert_rows, update_rows
+from skiptrace.bulk import atomic_commit, commit_is_held, insert_rows, together, update_rows
 from skiptrace.guards.budget import budget_caps, budget_cut, run_cap_pause
-from skiptrace.guards.locks import guard_row_exists, lock_row
+from skiptrace.guards.locks import guard_row_exists
 from skiptrace.models import (
     OPEN_CALL_STATES,
     UNKNOWN_OUTCOME_STATES,
@@ -38,6 +39,11 @@ from skiptrace.states import PROVIDER_WAIT_REASONS, WaitReason
 
 log = logging.getLogger("convexa.service")
 
+# The COMMIT-time budget check of a fast reservation (migration 0106): the transaction setting the
+# calls' INSERT arms it with, and the SQLSTATE of a COMMIT it fails.
+BUDGET_CHECK_SETTING = "convexa.budget_check"
+BUDGET_CHECK_SQLSTATE = "CXB01"
+
 
 @dataclass
 class Reserved:
@@ -48,6 +54,7 @@ class Reserved:
     requests: list[TraceRequest] = field(default_factory=list)
     served: dict[int, list[RunItem]] = field(default_factory=dict)  # call id -> items
     probe: bool = False  # the circuit breaker's half-open probe: sent even though the breaker is open
+    logged: bool = True  # False: reserved by a transaction not yet committed when it was made
     reserved_at: float = field(default_factory=time.monotonic)  # the waits before the POST end by its lease
 
 
@@ -55,8 +62,34 @@ def batch_reserve(
     items: Sequence[RunItem], *, client: BatchDataClient, now: dt.datetime, outcome: BatchOutcome,
     worker_id: str = "local", provider_batch: int | None = None,
 ) -> Reserved | None:
-    """Cache, single flight, budget and call rows, in one transaction."""
-    with transaction.atomic():
+    """Cache, single flight, budget and call rows, in one transaction.
+
+    A reservation whose budget check at COMMIT failed (``reserve_within_budget``) wrote nothing:
+    it is made again from the items as the database has them, the classic way (lock, cut)."""
+    before = copy.deepcopy(outcome)
+    try:
+        reserved = _batch_reserve(items, client=client, now=now, outcome=outcome, worker_id=worker_id,
+                                  provider_batch=provider_batch, fast=True)
+        if reserved is not None and not reserved.logged:
+            log_reserved(reserved)  # committed now
+        return reserved
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != BUDGET_CHECK_SQLSTATE:
+            raise
+    log.info("reservation over today's cap at its commit: rolled back, the batch is cut to the budget instead")
+    outcome.__dict__.update(before.__dict__)
+    again = RunItem.objects.select_related("run").in_bulk([i.id for i in items])
+    items = [again[i.id] for i in items if i.id in again]
+    return _batch_reserve(items, client=client, now=now, outcome=outcome, worker_id=worker_id,
+                          provider_batch=provider_batch, fast=False)
+
+
+def _batch_reserve(
+    items: Sequence[RunItem], *, client: BatchDataClient, now: dt.datetime, outcome: BatchOutcome,
+    worker_id: str, provider_batch: int | None, fast: bool,
+) -> Reserved | None:
+    # PostgreSQL: the items' last update goes to the server with the COMMIT (one round trip)
+    with atomic_commit():
         pending = serve_from_cache(items, now=now, outcome=outcome)
         if not pending:
             return None
@@ -109,11 +142,11 @@ def batch_reserve(
                 to_call.append(sig)
         if not to_call:
             return None
-        fast = reserve_within_budget(to_call, by_sig, calls_by_sig, now=now, outcome=outcome,
-                                     api=client.api_version, worker_id=worker_id)
-        if fast is not None:
-            fast.probe = breaker.probe
-            return fast
+        quick = reserve_within_budget(to_call, by_sig, calls_by_sig, now=now, outcome=outcome,
+                                      api=client.api_version, worker_id=worker_id) if fast else None
+        if quick is not None:
+            quick.probe = breaker.probe
+            return quick
         # Budget: cut the batch to what the remaining budget pays at worst case (every record matched).
         override = [s for s in to_call if all(i.run.override_budget for i in by_sig[s])]
         capped = [s for s in to_call if s not in set(override)]
@@ -150,69 +183,37 @@ def reserve_within_budget(
     to_call: list[str], by_sig: dict[str, list[RunItem]], calls_by_sig: dict[str, SignatureCalls], *,
     now: dt.datetime, outcome: BatchOutcome, api: str, worker_id: str,
 ) -> Reserved | None:
-    """PostgreSQL, far from the cap: reserve every call first, then check today's total (these
-    calls included) under the budget lock as the transaction's last step. Returns None, with
-    nothing reserved, when the classic cut must decide (a per-run cap is set, or the total would
-    pass the daily cap); the caller then takes the lock first and cuts the batch.
+    """PostgreSQL, no per-run cap: reserve every call, and let PostgreSQL check today's total
+    (these calls included) under the budget lock at the COMMIT (migration 0106's deferred trigger,
+    armed by the INSERT of the calls). A total past the daily cap fails the COMMIT with
+    ``BUDGET_CHECK_SQLSTATE``: nothing is written, and ``batch_reserve`` cuts the batch the classic
+    way. Returns None where the classic cut must decide from the start (a per-run cap is set, no
+    price, SQLite, or the COMMIT is not this reservation's own: a caller's transaction).
 
     Why: the classic order takes the lock, then reads the caps and the spend, inserts the calls,
-    reads them back and points the items at them, all before the commit releases the lock: seven
-    round trips with the whole fleet's reservations queued behind it. With PostgreSQL 10 ms away
-    that capped the fleet near 14 reservations (= provider requests) a second. Here the lock and
-    the total are one message, and only the commit follows: the lock is held one round trip.
-    The invariant is the same: the check sees every committed reservation (the lock orders them)
-    and this transaction's own, and the calls commit only if the total is within the cap.
+    reads them back and points the items at them, all before the commit releases the lock, with
+    the whole fleet's reservations queued behind it. With PostgreSQL 10 ms away that capped the
+    fleet near 14 reservations (= provider requests) a second. A check after the inserts, as its
+    own statement under a savepoint, still held the lock for the round trip of the COMMIT and cost
+    two more; at the COMMIT the lock is held for the server's own work only. The invariant is the
+    same: the check sees every committed reservation (the lock orders them; the trigger's read
+    comes after it) and this transaction's own, and the calls commit only if the total is within
+    the cap.
     """
     from django.db import connection
 
     price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
-    if connection.vendor != "postgresql" or price <= 0:
+    if connection.vendor != "postgresql" or price <= 0 or not commit_is_held():
         return None
     caps = budget_caps()
     if caps.run_cents is not None:
         return None
-    day = guards.budget_day(now)
-    items = [i for sig in to_call for i in by_sig[sig]]
-    before = [(i.provider_call_id, i.lease_until, i.updated_at) for i in items]
-    waiting_before = outcome.waiting
-    sid = transaction.savepoint()
-    reserved = reserve_calls(to_call, by_sig, calls_by_sig, now=now, outcome=outcome, api=api,
-                             worker_id=worker_id, quiet=True)
-    if not reserved.calls or day_total_locked(day) <= caps.daily_cents:
-        log_reserved(reserved)
-        return reserved
-    transaction.savepoint_rollback(sid)  # over the cap: undo, and let the classic cut decide
-    for item, (call_id, lease_until, updated_at) in zip(items, before, strict=True):
-        item.provider_call_id, item.lease_until, item.updated_at = call_id, lease_until, updated_at
-        item._state.fields_cache.pop("provider_call", None)
-    outcome.waiting = waiting_before
-    log.info("reservation over today's cap: undone, the batch is cut to the budget instead")
-    return None
-
-
-def day_total_locked(day: dt.date) -> int:
-    """Take the budget lock and read the day's total (settled cost + open estimates, this
-    transaction's own calls included) in one message: one round trip."""
-    from django.db import connection
-    from psycopg import sql
-
-
     guard_row_exists("budget")
-    # the day's spend as guards.budget_spent_cents reads it on PostgreSQL: the trigger's delta rows
-    # (this transaction's own reservation included)
-    script = sql.SQL("""
-        SELECT 1 FROM skiptrace_guards WHERE name = 'budget' FOR UPDATE;
-        SELECT COALESCE(SUM(cents), 0) FROM skiptrace_budget_deltas WHERE budget_day = {day};
-    """).format(day=sql.Literal(day))
-    with connection.cursor() as cursor:
-        raw = cursor.cursor
-        raw.execute(script.as_string(raw.connection))
-        locked = raw.fetchall()
-        raw.nextset()
-        total = int(raw.fetchone()[0])
-    if not locked:  # the guard row is gone (a test's flush): lock it the classic way
-        lock_row("budget")
-    return total
+    day = guards.budget_day(now)
+    reserved = reserve_calls(to_call, by_sig, calls_by_sig, now=now, outcome=outcome, api=api, worker_id=worker_id,
+                             quiet=True, budget_check=f"{day.isoformat()}/{int(caps.daily_cents)}")
+    reserved.logged = False
+    return reserved
 
 
 @dataclass
@@ -279,7 +280,10 @@ def reserve_calls(
     api: str = "v1",
     worker_id: str = "local",
     quiet: bool = False,
+    budget_check: str | None = None,
 ) -> Reserved:
+    """The calls of ``chosen``, reserved, and their items pointed at them. ``budget_check``
+    ("<day>/<cap cents>"): the INSERT arms the COMMIT's budget check (``reserve_within_budget``)."""
     batch_id = uuid.uuid4().hex
     day = guards.budget_day(now)
     price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
@@ -314,7 +318,8 @@ def reserve_calls(
     # ON CONFLICT DO NOTHING: a key taken by another worker since we looked means that worker's call
     # is in flight for this signature; our items wait for its answer (single flight).
     written = insert_rows(ProviderCall, rows, conflict=["provider", "idempotency_key"],
-                          returning=["id", "idempotency_key"])
+                          returning=["id", "idempotency_key"],
+                          setting=(BUDGET_CHECK_SETTING, budget_check) if budget_check else None)
     if written is None:  # SQLite: read the rows back
         mine = {c.signature: c for c in ProviderCall.objects.filter(batch_id=batch_id)}
     else:  # PostgreSQL: the ids came back with the INSERT (one round trip less a batch)
@@ -338,8 +343,9 @@ def reserve_calls(
         reserved.served[call.pk] = sig_items
         for item in sig_items:
             item.provider_call, item.lease_until, item.updated_at = call, lease, now
-    update_rows(RunItem, [i for c in reserved.calls for i in reserved.served[c.pk]],
-                ["provider_call", "lease_until", "updated_at"])
+    with together(until_commit=True):  # in batch_reserve: sent with the COMMIT
+        update_rows(RunItem, [i for c in reserved.calls for i in reserved.served[c.pk]],
+                    ["provider_call", "lease_until", "updated_at"])
     if not quiet:
         log_reserved(reserved)
     return reserved
