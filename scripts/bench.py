@@ -1338,7 +1338,7 @@ def run_scenario(name: str, args) -> dict:
     finally:
         if sandbox is not None:
             sandbox.stop()
-        if pg_db is not None:
+        if pg_db is not None and not os.environ.get("BENCH_KEEP_PG"):  # BENCH_KEEP_PG=1: look at it after
             with contextlib.suppress(Exception):
                 pg_admin(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
         if not keep:

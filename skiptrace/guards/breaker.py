@@ -35,15 +35,19 @@ def _breaker_row():
     return row
 
 
-def breaker_state(now: dt.datetime | None = None) -> str:
-    """``closed`` | ``open`` | ``half_open`` (open whose probe time has come)."""
+def breaker_state(now: dt.datetime | None = None, *, seen: tuple[str, dt.datetime | None] | None = None) -> str:
+    """``closed`` | ``open`` | ``half_open`` (open whose probe time has come). ``seen``: the row's
+    ``(state, next_probe_at)`` as just read with another statement, instead of a query."""
     from skiptrace.models import GuardState
 
-    row = GuardState.objects.filter(name="breaker").first()
-    if row is None or row.state == "closed":
+    if seen is None:
+        row = GuardState.objects.filter(name="breaker").values_list("state", "next_probe_at").first()
+        seen = row or ("closed", None)
+    state, next_probe_at = seen
+    if state == "closed":
         return "closed"
     now = now or timezone.now()
-    if row.next_probe_at is not None and row.next_probe_at <= now:
+    if next_probe_at is not None and next_probe_at <= now:
         return "half_open"
     return "open"
 

@@ -46,7 +46,7 @@ def last_look(*, now: dt.datetime, deadline: float, probe: bool) -> None:
     (unless this batch is the breaker's probe) or the send deadline has passed."""
     if time.monotonic() > deadline:
         raise NotSent("lease")
-    if not probe and breaker.breaker_state(now) != "closed":
+    if not probe and breaker.breaker_state(now, seen=slots.breaker_at_take()) != "closed":
         raise NotSent("circuit_open", retry_after=breaker.breaker_retry_after(now) or settings.CIRCUIT_PROBE_INTERVAL_S)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -83,7 +84,9 @@ def _slot_try_take_one_trip(batch_id: str, *, now: dt.datetime, lease_s: float) 
             SELECT {batch}, {lease_until} WHERE EXISTS (SELECT 1 FROM taken)
             ON CONFLICT (batch_id) DO UPDATE SET lease_until = EXCLUDED.lease_until
         )
-        SELECT (SELECT n FROM in_flight), ARRAY(SELECT id FROM taken);
+        SELECT (SELECT n FROM in_flight), ARRAY(SELECT id FROM taken),
+               (SELECT state FROM skiptrace_guards WHERE name = 'breaker'),
+               (SELECT next_probe_at FROM skiptrace_guards WHERE name = 'breaker');
     """).format(sent=sql.Literal(str(CallState.SENT)), reserved=sql.Literal(str(CallState.RESERVED)),
                 now=sql.Literal(now), lease_until=sql.Literal(lease_until), batch=sql.Literal(batch_id),
                 limit=sql.Literal(int(limit)), lock=sql.Literal(SLOTS_ADVISORY_LOCK))
@@ -91,10 +94,23 @@ def _slot_try_take_one_trip(batch_id: str, *, now: dt.datetime, lease_s: float) 
         raw = cursor.cursor  # psycopg's own cursor: no parameters, so one simple-query message
         raw.execute(script.as_string(raw.connection))
         raw.nextset()
-        in_flight, ids = raw.fetchone()
+        in_flight, ids, breaker_state, next_probe_at = raw.fetchone()
     if in_flight >= limit:
         return None
+    # the breaker as it was when the slot was taken: the send's last look needs no query of its own
+    _seen.breaker = (breaker_state or "closed", next_probe_at)
     return set(ids)
+
+
+_seen = threading.local()
+
+
+def breaker_at_take() -> tuple[str, dt.datetime | None] | None:
+    """PostgreSQL: the breaker's ``(state, next_probe_at)`` read with this thread's last slot
+    taken, once (None after, and on SQLite)."""
+    seen = getattr(_seen, "breaker", None)
+    _seen.breaker = None
+    return seen
 
 
 def slots_vacuum() -> bool:
