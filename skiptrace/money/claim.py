@@ -110,8 +110,8 @@ def _claim_one_statement(*, run_id: str | None, limit: int, now: dt.datetime, le
                          worker_id: str) -> list[RunItem]:
     """PostgreSQL: pick (``FOR UPDATE SKIP LOCKED``), lease and read the items in one statement,
     its own transaction: one round trip where the transaction took six (BEGIN, pick, update, read,
-    the runs' start, COMMIT). The runs are read with one more query; a run's first claim sets its
-    ``started_at``.
+    the runs' start, COMMIT). Each item comes back with its run's row (``RETURNING`` the joined
+    run's columns: no second query); a run's first claim sets its ``started_at``.
 
     The pick walks each claimable run's queue in id order (``ix_run_items_queue``: run, status, id)
     and stops after ``limit`` rows, then keeps the oldest ``limit`` of all. A pick over the whole
@@ -125,7 +125,10 @@ def _claim_one_statement(*, run_id: str | None, limit: int, now: dt.datetime, le
         runs = runs.filter(run_id=run_id)
     runs_sql, runs_params = runs.values("run_id").query.sql_with_params()
     hinted = HINTS.starts()
-    columns = ", ".join(f"{table}.{quote(f.column)}" for f in RunItem._meta.concrete_fields)
+    item_fields = RunItem._meta.concrete_fields
+    run_fields = Run._meta.concrete_fields
+    runs_table = quote(Run._meta.db_table)
+    columns = ", ".join([f"{table}.{quote(f.column)}" for f in item_fields] + [f"r.{quote(f.column)}" for f in run_fields])
     # CTEs are evaluated once. As `id IN (subquery)` PostgreSQL may run the subquery again for every
     # row it updates, and its LIMIT then bounds each run, not the claim (seen: a claim of 1 took all
     # 12 queued items). Rows the lateral pick locks beyond the claim's `limit` are free again when the
@@ -137,16 +140,33 @@ def _claim_one_statement(*, run_id: str | None, limit: int, now: dt.datetime, le
         f"AND (q.not_before IS NULL OR q.not_before <= %s) ORDER BY q.id LIMIT %s FOR UPDATE SKIP LOCKED) p "
         f"ORDER BY p.id LIMIT %s) "
         f"UPDATE {table} SET {quote('status')} = %s, {quote('lease_until')} = %s, {quote('updated_at')} = %s, "
-        f"{quote('worker_id')} = %s FROM picked WHERE {table}.{quote('id')} = picked.{quote('id')} "
-        f"AND {table}.{quote('status')} = %s RETURNING {columns}"
+        f"{quote('worker_id')} = %s FROM picked, {runs_table} r WHERE {table}.{quote('id')} = picked.{quote('id')} "
+        f"AND {table}.{quote('status')} = %s AND r.{quote('run_id')} = {table}.{quote('run_id')} RETURNING {columns}"
     )
     params = [*runs_params, list(hinted), list(hinted.values()), ItemStatus.QUEUED, now, limit, limit,
               ItemStatus.IN_FLIGHT, lease, now, worker_id[:64], ItemStatus.QUEUED]
-    items = sorted(RunItem.objects.raw(sql, params), key=lambda i: (i.position, i.id))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    alias, n = RunItem.objects.db, len(item_fields)
+    item_names, run_names = [f.attname for f in item_fields], [f.attname for f in run_fields]
+    # what a queryset would do to a value read (none of these columns needs it today)
+    convert = [(k, f.from_db_value) for k, f in enumerate([*item_fields, *run_fields]) if hasattr(f, "from_db_value")]
+    runs_by_id: dict[str, Run] = {}
+    items = []
+    for row in rows:  # each item with its run's row (read by the same statement), one Run a run
+        if convert:
+            row = list(row)
+            for k, from_db in convert:
+                row[k] = from_db(row[k], None, connection)
+        item = RunItem.from_db(alias, item_names, row[:n])
+        if item.run_id not in runs_by_id:
+            runs_by_id[item.run_id] = Run.from_db(alias, run_names, row[n:])
+        items.append(item)
+    items.sort(key=lambda i: (i.position, i.id))
     HINTS.learn(items, hinted=hinted, full=len(items) < limit)
     if not items:
         return []
-    runs_by_id = {r.run_id: r for r in Run.objects.filter(run_id__in={i.run_id for i in items})}
     unstarted = [rid for rid, run in runs_by_id.items() if run.started_at is None]
     if unstarted:
         Run.objects.filter(run_id__in=unstarted, started_at__isnull=True).update(started_at=now)
