@@ -52,18 +52,21 @@ def breaker_state(now: dt.datetime | None = None, *, seen: tuple[str, dt.datetim
     return "open"
 
 
-def breaker_check(now: dt.datetime) -> BreakerDecision:
+def breaker_check(now: dt.datetime, *, seen: tuple[str, dt.datetime | None] | None = None) -> BreakerDecision:
     """May a provider request go now? Closed: yes. Open: no, until the probe time, when exactly
-    one request fleet-wide wins the probe (a conditional update moves ``next_probe_at`` forward)."""
+    one request fleet-wide wins the probe (a conditional update moves ``next_probe_at`` forward).
+    ``seen``: the row's ``(state, next_probe_at)`` as just read with another statement."""
     from skiptrace.models import GuardState
 
-    row = GuardState.objects.filter(name="breaker").first()
-    if row is None or row.state == "closed":
+    if seen is None:
+        seen = GuardState.objects.filter(name="breaker").values_list("state", "next_probe_at").first() or ("closed", None)
+    state, next_probe_at = seen
+    if state == "closed":
         return BreakerDecision(True, "closed")
     interval = settings.CIRCUIT_PROBE_INTERVAL_S
-    if row.next_probe_at is not None and row.next_probe_at > now:
-        return BreakerDecision(False, "open", retry_after=(row.next_probe_at - now).total_seconds())
-    won = GuardState.objects.filter(name="breaker", state="open", next_probe_at=row.next_probe_at).update(
+    if next_probe_at is not None and next_probe_at > now:
+        return BreakerDecision(False, "open", retry_after=(next_probe_at - now).total_seconds())
+    won = GuardState.objects.filter(name="breaker", state="open", next_probe_at=next_probe_at).update(
         next_probe_at=now + dt.timedelta(seconds=interval), updated_at=now
     )
     if won:

@@ -67,8 +67,13 @@ def budget_caps() -> BudgetCaps:
     """The current caps, read from the database on every call (one indexed query)."""
     from skiptrace.models import BudgetSetting
 
-    row = BudgetSetting.objects.filter(pk=BudgetSetting.SINGLETON).values_list(
-        "daily_cap_cents", "run_cap_cents").first()
+    return caps_of(BudgetSetting.objects.filter(pk=BudgetSetting.SINGLETON).values_list(
+        "daily_cap_cents", "run_cap_cents").first())
+
+
+def caps_of(row: tuple[int, int | None] | None) -> BudgetCaps:
+    """The caps of the ``BudgetSetting`` row's ``(daily_cap_cents, run_cap_cents)``, or of the
+    environment when there is no row (None)."""
     if row is None:
         return env_caps()
     return BudgetCaps(row[0], row[1], True)

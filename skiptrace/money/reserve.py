@@ -19,12 +19,13 @@ from django.db import DatabaseError
 
 from skiptrace import guards
 from skiptrace.bulk import atomic_commit, commit_is_held, insert_rows, together, update_rows
-from skiptrace.guards.budget import budget_caps, budget_cut, run_cap_pause
+from skiptrace.guards.budget import BudgetCaps, budget_caps, budget_cut, caps_of, run_cap_pause
 from skiptrace.guards.locks import guard_row_exists
 from skiptrace.models import (
     OPEN_CALL_STATES,
     UNKNOWN_OUTCOME_STATES,
     AttemptReason,
+    BudgetSetting,
     CallState,
     ProviderCall,
     Run,
@@ -102,7 +103,8 @@ def _batch_reserve(
             requeue(pending, now=now, delay_s=30, reason=WaitReason.PROVIDER_NOT_CONFIGURED)
             outcome.waiting += len(pending)
             return None
-        breaker = guards.breaker_check(now)
+        seen_breaker, caps = _breaker_and_caps()
+        breaker = guards.breaker_check(now, seen=seen_breaker)
         if not breaker.allowed:
             serve_stale_or_wait(pending, now=now, delay_s=breaker.retry_after, reason=WaitReason.CIRCUIT_OPEN,
                                  outcome=outcome)
@@ -143,7 +145,7 @@ def _batch_reserve(
         if not to_call:
             return None
         quick = reserve_within_budget(to_call, by_sig, calls_by_sig, now=now, outcome=outcome,
-                                      api=client.api_version, worker_id=worker_id) if fast else None
+                                      api=client.api_version, worker_id=worker_id, caps=caps) if fast else None
         if quick is not None:
             quick.probe = breaker.probe
             return quick
@@ -181,7 +183,7 @@ def _batch_reserve(
 
 def reserve_within_budget(
     to_call: list[str], by_sig: dict[str, list[RunItem]], calls_by_sig: dict[str, SignatureCalls], *,
-    now: dt.datetime, outcome: BatchOutcome, api: str, worker_id: str,
+    now: dt.datetime, outcome: BatchOutcome, api: str, worker_id: str, caps: BudgetCaps | None = None,
 ) -> Reserved | None:
     """PostgreSQL, no per-run cap: reserve every call, and let PostgreSQL check today's total
     (these calls included) under the budget lock at the COMMIT (migration 0106's deferred trigger,
@@ -205,7 +207,7 @@ def reserve_within_budget(
     price = settings.SKIP_TRACE_COST_PER_MATCH_CENTS
     if connection.vendor != "postgresql" or price <= 0 or not commit_is_held():
         return None
-    caps = budget_caps()
+    caps = caps or budget_caps()
     if caps.run_cents is not None:
         return None
     guard_row_exists("budget")
@@ -214,6 +216,22 @@ def reserve_within_budget(
                              quiet=True, budget_check=f"{day.isoformat()}/{int(caps.daily_cents)}")
     reserved.logged = False
     return reserved
+
+
+def _breaker_and_caps() -> tuple[tuple[str, dt.datetime | None] | None, BudgetCaps | None]:
+    """PostgreSQL: the breaker's ``(state, next_probe_at)`` and the budget caps in one query (one
+    round trip where the two were two); SQLite: ``(None, None)``, each read where it is used."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None, None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT b.state, b.next_probe_at, s.daily_cap_cents, s.run_cap_cents, s.id IS NOT NULL "
+            "FROM (SELECT 1) AS one LEFT JOIN skiptrace_guards b ON b.name = 'breaker' "
+            "LEFT JOIN skiptrace_budget_settings s ON s.id = %s", [BudgetSetting.SINGLETON])
+        state, next_probe_at, daily, run, has_row = cursor.fetchone()
+    return (state or "closed", next_probe_at), caps_of((daily, run) if has_row else None)
 
 
 @dataclass
