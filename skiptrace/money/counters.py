@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from skiptrace.models import ItemStatus, Run, RunItem
 from skiptrace.selectors import run_money
@@ -81,8 +81,12 @@ def runs_refresh_stale(*, now: dt.datetime) -> list[str]:
 
 
 def _recount_wanted(run_id: str, *, now: dt.datetime) -> bool:
-    row = Run.objects.filter(run_id=run_id).values_list("total", "counted_at", "count_ms").first()
-    return row is not None and _recount_due(run_id, *row, now=now)
+    # whether anything is left comes with the counters (one round trip): a big run's batch that is
+    # not due for a recount needs it
+    left = RunItem.objects.filter(run_id=OuterRef("run_id"), status__in=(ItemStatus.QUEUED, ItemStatus.IN_FLIGHT))
+    row = (Run.objects.filter(run_id=run_id).annotate(left=Exists(left))
+           .values_list("total", "counted_at", "count_ms", "left").first())
+    return row is not None and _recount_due(run_id, *row[:3], now=now, anything_left=row[3])
 
 
 def _recount_locked(run_id: str, *, now: dt.datetime, force: bool) -> list[str]:
@@ -108,14 +112,14 @@ def _recount_locked(run_id: str, *, now: dt.datetime, force: bool) -> list[str]:
 
 
 def _recount_due(run_id: str, total: int | None, counted_at: dt.datetime | None, count_ms: float, *,
-                 now: dt.datetime) -> bool:
+                 now: dt.datetime, anything_left: bool | None = None) -> bool:
     if (total or 0) <= EXACT_RECOUNT_MAX_ITEMS or counted_at is None:
         return True
     spacing_s = max(RECOUNT_MIN_INTERVAL_S, RECOUNT_SPACING * count_ms / 1000)
     if not now - dt.timedelta(seconds=spacing_s) < counted_at <= now:  # due (or the clock went back)
         return True
     # Not due: only a run with nothing left to do needs its final count now.
-    return not _anything_left(run_id)
+    return not (_anything_left(run_id) if anything_left is None else anything_left)
 
 
 def _anything_left(run_id: str) -> bool:
