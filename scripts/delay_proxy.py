@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float) -> None:
@@ -40,12 +41,30 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
         pass
 
 
+def network_priority() -> str:
+    """Run ahead of every other process, as a network does: netem delays packets in the kernel,
+    which no busy process slows down. On a loaded 2-CPU host this proxy at normal priority added
+    its own wait to each chunk: ``SELECT 1`` through it took 25.6 ms at the median (44.7 at p90)
+    during a benchmark, for a 10 ms round trip. Real-time if allowed (root), else the best nice."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        return "SCHED_FIFO"
+    except (AttributeError, PermissionError, OSError):
+        pass
+    try:
+        os.nice(-20)
+        return "nice -20"
+    except (PermissionError, OSError):
+        return "normal"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--listen", type=int, required=True)
     parser.add_argument("--target", required=True)
     parser.add_argument("--delay-ms", type=float, default=5.0)
     args = parser.parse_args()
+    network_priority()
     host, port = args.target.rsplit(":", 1)
     delay_s = args.delay_ms / 1000
 

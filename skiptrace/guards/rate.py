@@ -61,7 +61,11 @@ def _build_limiter():
         conninfo = limiter_conninfo(connection.settings_dict)
         # One connection: one thread of a process asks at a time (rate_acquire), and the leaker
         # thread every 10 s. Autocommit: each ask is one statement, its own transaction.
-        pool = ConnectionPool(conninfo, min_size=1, max_size=1, open=True, kwargs={"autocommit": True})
+        # synchronous_commit off: a permit's COMMIT does not wait for its WAL to reach the disk,
+        # with the fleet's permit lock held until it ends (an entry lost in a PostgreSQL crash is a
+        # permit of the last few milliseconds, the window's 1 s is over before the restart is).
+        pool = ConnectionPool(conninfo, min_size=1, max_size=1, open=True,
+                              kwargs={"autocommit": True, "options": "-c synchronous_commit=off"})
         bucket = one_trip_bucket_class()(pool, "convexa_provider", [rate])
         bucket.convexa_pool = pool
     else:
@@ -249,7 +253,7 @@ def rate_acquire(timeout_s: float = 60.0) -> bool:
         while True:
             asked = time.monotonic()
             if limiter.try_acquire("batchdata", blocking=False):
-                last_permit.asked_at = asked
+                last_permit.asked_at, last_permit.granted_at = asked, time.monotonic()
                 return True
             if asked + RATE_POLL_S >= deadline:
                 return False
@@ -266,8 +270,8 @@ def rate_permit_fresh(max_age_s: float = PERMIT_MAX_AGE_S) -> None:
         asked_at = getattr(last_permit, "asked_at", None)
         if asked_at is None or time.monotonic() - asked_at <= max_age_s:
             return
-        log.info("rate permit %.0f ms old before its request left; taking a fresh one",
-                 1000 * (time.monotonic() - asked_at))
+        log.info("rate permit %.0f ms old before its request left (its answer took %.0f ms); taking a fresh one",
+                 1000 * (time.monotonic() - asked_at), 1000 * (getattr(last_permit, "granted_at", asked_at) - asked_at))
         try:
             if not rate_acquire():
                 log.warning("no fresh rate permit within 60 s; the request goes on its old permit")
