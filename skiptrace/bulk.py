@@ -63,17 +63,32 @@ def together(*, until_commit: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def atomic_commit() -> Iterator[None]:
+def atomic_commit(*, lazy: bool = False) -> Iterator[None]:
     """A transaction whose ``together(until_commit=True)`` writes go to the server with its COMMIT,
-    in one round trip (psycopg's pipeline mode), where BEGIN, the statement and COMMIT took three.
+    in one round trip (psycopg's pipeline mode), where the statement and COMMIT took two.
 
-    PostgreSQL, outermost block: the transaction opens at the first statement run inside the block
-    (a read, a write not held), as ``transaction.atomic()`` would have it then; a block that only
-    holds writes sends BEGIN, them and COMMIT at its end, in one round trip. Nested (a caller's transaction, a test's), on SQLite: ``transaction.atomic()``. A statement or a
-    COMMIT that fails rolls everything back and raises Django's error, as from any query."""
+    ``lazy`` (for a block that only holds writes, like the recording of an answer): the transaction
+    opens at the first statement run inside the block, if any; a block that only held writes sends
+    BEGIN, them and COMMIT at its end, in one round trip where the three took three. A block with
+    ``select_for_update`` or an inner ``atomic()`` before its first statement must not be lazy (an
+    inner block that finds no transaction open is its own, and is refused here).
+
+    Only where it is the outermost block on PostgreSQL; nested (a caller's transaction, a test's),
+    or on SQLite, it is ``transaction.atomic()``. A statement or a COMMIT that fails rolls
+    everything back and raises Django's error, as from any query."""
     if connection.vendor != "postgresql" or connection.in_atomic_block or getattr(_pending, "tail", None) is not None:
         with transaction.atomic():
             yield
+        return
+    if not lazy:
+        with transaction.atomic():
+            _pending.tail = []
+            try:
+                yield
+                tail, _pending.tail = _pending.tail, None
+                _send_together(tail, commit=True)
+            finally:
+                _pending.tail = None
         return
     atomic = transaction.atomic()
     opened = False
@@ -81,6 +96,9 @@ def atomic_commit() -> Iterator[None]:
     def open_first(execute, sql, params, many, context):
         nonlocal opened
         if not opened:
+            if connection.in_atomic_block:  # an inner atomic() came first and is a transaction of its own
+                raise RuntimeError("a statement ran in an inner atomic() before bulk.atomic_commit(lazy=True) "
+                                   "opened its transaction; make that block not lazy")
             atomic.__enter__()
             opened = True
         return execute(sql, params, many, context)

@@ -279,9 +279,16 @@ def rate_acquire(timeout_s: float = 60.0) -> bool:
         _acquire_lock.release()
 
 
+def _bucket(limiter):
+    """The limiter's PostgreSQL bucket when it has one that gives permits back, else None."""
+    buckets = getattr(limiter, "buckets", None)
+    bucket = next(iter(buckets()), None) if callable(buckets) else None
+    return bucket if hasattr(bucket, "give_back") else None
+
+
 def _last_grant(limiter):
-    bucket = next(iter(limiter.buckets()), None)
-    return bucket.last_grant() if hasattr(bucket, "last_grant") else None
+    bucket = _bucket(limiter)
+    return bucket.last_grant() if bucket is not None else None
 
 
 def _give_back() -> None:
@@ -294,8 +301,8 @@ def _give_back() -> None:
     if entry is None:
         return
     try:
-        bucket = next(iter(rate_limiter().buckets()), None)
-        if hasattr(bucket, "give_back"):
+        bucket = _bucket(rate_limiter())
+        if bucket is not None:
             bucket.give_back(entry)
     except Exception:  # the permit simply stays in the window: the limiter is only stricter
         log.debug("could not give a stale rate permit back", exc_info=True)

@@ -84,8 +84,10 @@ def answer_from_entry(entry: CacheEntry, now: dt.datetime) -> Answer:
     )
 
 
-def cache_lookup(signatures: Iterable[str], now: dt.datetime, *, include_expired: bool = False) -> dict[str, Answer]:
-    """L1 then L2 (one ``IN`` query) for many signatures; expired entries only when asked."""
+def cache_lookup(signatures: Iterable[str], now: dt.datetime, *, include_expired: bool = False,
+                 entries: Iterable[CacheEntry] | None = None) -> dict[str, Answer]:
+    """L1 then L2 (one ``IN`` query) for many signatures; expired entries only when asked.
+    ``entries``: the L2 rows of these signatures, read already (``l2_query``)."""
     found: dict[str, Answer] = {}
     missing: list[str] = []
     for sig in set(signatures):
@@ -95,9 +97,12 @@ def cache_lookup(signatures: Iterable[str], now: dt.datetime, *, include_expired
         else:
             missing.append(sig)
     if missing:
-        keys = {cache_key(sig): sig for sig in missing}
-        entries = CacheEntry.objects.filter(provider=PROVIDER, idempotency_key__in=list(keys))
+        if entries is None:
+            entries = l2_query(missing)
+        wanted = set(missing)
         for entry in entries:
+            if entry.signature not in wanted:
+                continue
             answer = answer_from_entry(entry, now)
             if not answer.stale:
                 L1.put(entry.signature, answer, now)
@@ -105,6 +110,16 @@ def cache_lookup(signatures: Iterable[str], now: dt.datetime, *, include_expired
             elif include_expired:
                 found[entry.signature] = answer
     return found
+
+
+def l2_query(signatures: Iterable[str]):
+    """The L2 cache rows of these signatures (a queryset: not run yet)."""
+    return CacheEntry.objects.filter(provider=PROVIDER, idempotency_key__in=[cache_key(s) for s in set(signatures)])
+
+
+def l1_misses(signatures: Iterable[str], now: dt.datetime) -> list[str]:
+    """The signatures the in-process cache does not answer now."""
+    return [sig for sig in set(signatures) if L1.get(sig, now) is None]
 
 
 def usable(answer: Answer, item: RunItem) -> bool:

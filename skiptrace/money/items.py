@@ -37,9 +37,11 @@ class BatchOutcome:
     run_ids: set[str] = field(default_factory=set)
 
 
-def serve_from_cache(items: Sequence[RunItem], *, now: dt.datetime, outcome: BatchOutcome) -> list[RunItem]:
-    """Serve what the caches can; return the items that still need the provider."""
-    answers = cache_lookup([i.active_signature for i in items], now)
+def serve_from_cache(items: Sequence[RunItem], *, now: dt.datetime, outcome: BatchOutcome,
+                     entries: Sequence[CacheEntry] | None = None) -> list[RunItem]:
+    """Serve what the caches can; return the items that still need the provider. ``entries``:
+    their L2 rows, read already."""
+    answers = cache_lookup([i.active_signature for i in items], now, entries=entries)
     pending: list[RunItem] = []
     served: list[tuple[RunItem, Answer]] = []
     for item in items:

@@ -68,7 +68,7 @@ def record_answer(
         served.extend((item, answer) for item in reserved.served[call.pk])
     # PostgreSQL: the calls, the cache, the items and the leads' contacts in one statement
     # (``bulk.together``), sent with BEGIN and COMMIT: one round trip. Nothing in here reads what it writes.
-    with atomic_commit(), together(until_commit=True):
+    with atomic_commit(lazy=True), together(until_commit=True):
         update_rows(ProviderCall, reserved.calls, [
             "state", "status_code", "response_json", "payload_hash", "cost_cents", "matched", "match_count",
             "parsed_contacts_json", "provider_request_id", "finished_at", "lease_until", "bill_mismatch",

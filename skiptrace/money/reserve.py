@@ -26,11 +26,13 @@ from skiptrace.models import (
     UNKNOWN_OUTCOME_STATES,
     AttemptReason,
     BudgetSetting,
+    CacheEntry,
     CallState,
     ProviderCall,
     Run,
     RunItem,
 )
+from skiptrace.money.cache import l1_misses, l2_query
 from skiptrace.money.items import BatchOutcome, fail, requeue, serve_from_cache, serve_stale_or_wait
 from skiptrace.money.policy import WAIT_FOR_OTHER_CALL_S, lease_seconds
 from skiptrace.money.trail import log_call
@@ -89,9 +91,11 @@ def _batch_reserve(
     items: Sequence[RunItem], *, client: BatchDataClient, now: dt.datetime, outcome: BatchOutcome,
     worker_id: str, provider_batch: int | None, fast: bool,
 ) -> Reserved | None:
-    # PostgreSQL: the items' last update goes to the server with the COMMIT (one round trip)
+    # PostgreSQL: the reads first, in one round trip before the transaction (READ COMMITTED: the
+    # same rows in one or out of one); the items' last update goes to the server with the COMMIT
+    pre = _reads_at_once(items, now=now)
     with atomic_commit():
-        pending = serve_from_cache(items, now=now, outcome=outcome)
+        pending = serve_from_cache(items, now=now, outcome=outcome, entries=pre.entries if pre else None)
         if not pending:
             return None
         if provider_batch is not None and len(pending) > provider_batch:
@@ -103,7 +107,7 @@ def _batch_reserve(
             requeue(pending, now=now, delay_s=30, reason=WaitReason.PROVIDER_NOT_CONFIGURED)
             outcome.waiting += len(pending)
             return None
-        seen_breaker, caps = _breaker_and_caps()
+        seen_breaker, caps = pre.breaker_and_caps if pre else (None, None)
         breaker = guards.breaker_check(now, seen=seen_breaker)
         if not breaker.allowed:
             serve_stale_or_wait(pending, now=now, delay_s=breaker.retry_after, reason=WaitReason.CIRCUIT_OPEN,
@@ -116,7 +120,7 @@ def _batch_reserve(
         by_sig: dict[str, list[RunItem]] = defaultdict(list)
         for item in pending:
             by_sig[item.active_signature].append(item)
-        calls_by_sig = calls_by_signature(list(by_sig), now=now)
+        calls_by_sig = calls_by_signature(list(by_sig), now=now, rows=pre.call_rows if pre else None)
         # On PostgreSQL (READ COMMITTED) another worker may have completed a call for one of these
         # signatures between the cache lookup above and that query: the call reads as final, not
         # open, and the signature would be paid for a second time. Its cache entry was committed
@@ -218,20 +222,43 @@ def reserve_within_budget(
     return reserved
 
 
-def _breaker_and_caps() -> tuple[tuple[str, dt.datetime | None] | None, BudgetCaps | None]:
-    """PostgreSQL: the breaker's ``(state, next_probe_at)`` and the budget caps in one query (one
-    round trip where the two were two); SQLite: ``(None, None)``, each read where it is used."""
+@dataclass
+class Reads:
+    """What a reservation reads before it writes, read in one round trip (``_reads_at_once``)."""
+
+    entries: list[CacheEntry]  # the L2 rows of the signatures the in-process cache missed
+    call_rows: list[dict]  # the calls of those signatures (``_signature_calls``)
+    breaker_and_caps: tuple[tuple[str, dt.datetime | None], BudgetCaps]
+
+
+def _reads_at_once(items: Sequence[RunItem], *, now: dt.datetime) -> Reads | None:
+    """PostgreSQL: the L2 cache rows, the calls of the same signatures, the breaker and the budget
+    caps, as three queries in one round trip (psycopg's pipeline), where they took three; they run
+    in this order on the server, each on its own snapshot, as they would one by one. SQLite: None
+    (each is read where it is used). The calls are read for every signature the in-process cache
+    missed, a few of which the L2 rows may then serve: a few index probes more, no round trip."""
     from django.db import connection
 
-    if connection.vendor != "postgresql":
-        return None, None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT b.state, b.next_probe_at, s.daily_cap_cents, s.run_cap_cents, s.id IS NOT NULL "
-            "FROM (SELECT 1) AS one LEFT JOIN skiptrace_guards b ON b.name = 'breaker' "
-            "LEFT JOIN skiptrace_budget_settings s ON s.id = %s", [BudgetSetting.SINGLETON])
-        state, next_probe_at, daily, run, has_row = cursor.fetchone()
-    return (state or "closed", next_probe_at), caps_of((daily, run) if has_row else None)
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return None
+    missing = l1_misses([i.active_signature for i in items], now)
+    cache_sql, cache_params = l2_query(missing).query.sql_with_params()
+    fields = CacheEntry._meta.concrete_fields
+    connection.ensure_connection()
+    with connection.cursor() as cache_cur, connection.cursor() as calls_cur, connection.cursor() as guards_cur:
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            if missing:
+                cache_cur.execute(cache_sql, cache_params)
+                _signature_calls(missing, cursor=calls_cur)
+            guards_cur.execute(
+                "SELECT b.state, b.next_probe_at, s.daily_cap_cents, s.run_cap_cents, s.id IS NOT NULL "
+                "FROM (SELECT 1) AS one LEFT JOIN skiptrace_guards b ON b.name = 'breaker' "
+                "LEFT JOIN skiptrace_budget_settings s ON s.id = %s", [BudgetSetting.SINGLETON])
+        names = [f.attname for f in fields]
+        entries = [CacheEntry.from_db(CacheEntry.objects.db, names, row) for row in cache_cur.fetchall()] if missing else []
+        call_rows = _call_rows(calls_cur) if missing else []
+        state, next_probe_at, daily, run, has_row = guards_cur.fetchone()
+    return Reads(entries, call_rows, ((state or "closed", next_probe_at), caps_of((daily, run) if has_row else None)))
 
 
 @dataclass
@@ -243,11 +270,14 @@ class SignatureCalls:
     lost_state: str = ""
 
 
-def calls_by_signature(signatures: list[str], *, now: dt.datetime) -> dict[str, SignatureCalls]:
+def calls_by_signature(signatures: list[str], *, now: dt.datetime,
+                       rows: list[dict] | None = None) -> dict[str, SignatureCalls]:
+    """What the calls of these signatures say (``rows``: read already, for these or more)."""
     ttl_start = now - dt.timedelta(days=settings.CACHE_TTL_DAYS)
     result: dict[str, SignatureCalls] = {}
-    for row in _signature_calls(signatures):
-        if row["provider"] != PROVIDER:
+    wanted = set(signatures)
+    for row in (_signature_calls(signatures) if rows is None else rows):
+        if row["provider"] != PROVIDER or row["signature"] not in wanted:
             continue
         state = result.setdefault(row["signature"], SignatureCalls())
         if row["state"] in OPEN_CALL_STATES:
@@ -261,7 +291,7 @@ def calls_by_signature(signatures: list[str], *, now: dt.datetime) -> dict[str, 
     return result
 
 
-def _signature_calls(signatures: list[str]) -> list[dict]:
+def _signature_calls(signatures: list[str], *, cursor=None) -> list[dict] | None:
     """The calls of these signatures, oldest first.
 
     PostgreSQL: one index probe per signature (a LATERAL join over the array; ``OFFSET 0`` keeps
@@ -275,17 +305,28 @@ def _signature_calls(signatures: list[str]) -> list[dict]:
     if connection.vendor != "postgresql":
         return list(ProviderCall.objects.filter(signature__in=signatures)
                     .values("provider", "signature", "state", "id", "created_at").order_by("id"))
+    if cursor is not None:  # the caller runs it with others and reads it later (``_call_rows``)
+        _signature_calls_execute(cursor, signatures)
+        return None
+    with connection.cursor() as own:
+        _signature_calls_execute(own, signatures)
+        return _call_rows(own)
+
+
+def _signature_calls_execute(cursor, signatures: list[str]) -> None:
     table = ProviderCall._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT c.provider, c.signature, c.state, c.id, c.created_at "
-            f"FROM unnest(%s::varchar[]) AS s(signature) "
-            f"CROSS JOIN LATERAL (SELECT p.provider, p.signature, p.state, p.id, p.created_at FROM {table} p "
-            f"WHERE p.signature = s.signature OFFSET 0) AS c ORDER BY c.id",
-            [list(dict.fromkeys(signatures))],
-        )
-        names = [col.name for col in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    cursor.execute(
+        f"SELECT c.provider, c.signature, c.state, c.id, c.created_at "
+        f"FROM unnest(%s::varchar[]) AS s(signature) "
+        f"CROSS JOIN LATERAL (SELECT p.provider, p.signature, p.state, p.id, p.created_at FROM {table} p "
+        f"WHERE p.signature = s.signature OFFSET 0) AS c ORDER BY c.id",
+        [list(dict.fromkeys(signatures))],
+    )
+
+
+def _call_rows(cursor) -> list[dict]:
+    names = [col.name for col in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def reserve_calls(

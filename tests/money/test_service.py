@@ -503,7 +503,7 @@ def test_an_answer_committed_between_the_cache_lookup_and_the_call_check_is_not_
     second = service.items_claim(limit=1, now=clock(), worker_id="w2")
     real = reserve.calls_by_signature
 
-    def answer_lands_now(signatures, *, now):
+    def answer_lands_now(signatures, *, now, rows=None):  # noqa: ARG001 - the calls are read after the answer
         service.batch_send(reserved, client=client, clock=clock, outcome=service.BatchOutcome(), worker_id="w1")
         return real(signatures, now=now)
 
