@@ -132,12 +132,11 @@ def _make_bucket_class():
                 raise ValueError("one rate per bucket")
             super().__init__(pool, table, rates, algorithm)
             self._clock = OffsetClock(pool)
-            self._function = f"{self._full_tbl}_grant"
-            self._granted = threading.local()
+            self._function = f"{self._full_tbl}_put"
             rate = rates[0]
             body = sql.SQL("""
                 CREATE OR REPLACE FUNCTION {function}(p_name varchar, p_weight integer)
-                RETURNS timestamp LANGUAGE plpgsql AS $body$
+                RETURNS boolean LANGUAGE plpgsql AS $body$
                 DECLARE
                     t timestamp;
                 BEGIN
@@ -146,11 +145,11 @@ def _make_bucket_class():
                     IF (SELECT count(*) FROM {table}
                         WHERE item_timestamp >= t - {interval}::integer * interval '1 millisecond')
                         + p_weight > {limit}::integer THEN
-                        RETURN NULL;
+                        RETURN false;
                     END IF;
                     INSERT INTO {table} (name, weight, item_timestamp)
                         SELECT p_name, p_weight, t FROM generate_series(1, p_weight);
-                    RETURN t;  -- the permit's entry: what give_back removes
+                    RETURN true;
                 END
                 $body$
             """).format(function=sql.Identifier(self._function), table=sql.Identifier(self._full_tbl),
@@ -166,9 +165,6 @@ def _make_bucket_class():
                 "DELETE FROM {table} WHERE item_timestamp < clock_timestamp()::timestamp - {keep}::integer "
                 "* interval '1 millisecond'"
             ).format(table=sql.Identifier(self._full_tbl), keep=sql.Literal(2 * int(rate.interval) + 1000))
-            self._q_give_back = sql.SQL(
-                "DELETE FROM {table} WHERE ctid = (SELECT ctid FROM {table} WHERE name = %s AND item_timestamp = %s LIMIT 1)"
-            ).format(table=sql.Identifier(self._full_tbl))
 
         def _create_table(self):
             # upstream's, inside a transaction: on this autocommit pool its advisory lock would
@@ -182,20 +178,8 @@ def _make_bucket_class():
             if item.weight == 0:
                 return self._record(item, ADMITTED)
             with self._get_conn() as conn:
-                granted = conn.execute(self._q_one_trip, (item.name, item.weight)).fetchone()[0]
-            self._granted.entry = (item.name, granted) if granted is not None else None
-            return self._record(item, ADMITTED if granted is not None else Decision(failing_rate=self.rates[0]))
-
-        def last_grant(self):
-            """The entry of the permit this thread was granted last: ``give_back`` takes it."""
-            return getattr(self._granted, "entry", None)
-
-        def give_back(self, entry) -> bool:
-            """Remove a granted permit's entry from the window: a permit whose request will never
-            be sent (it went stale before its POST and another is taken). As if it had never been
-            granted, which is the truth: every request sent still has its entry."""
-            with self._get_conn() as conn:
-                return conn.execute(self._q_give_back, entry).rowcount == 1
+                admitted = bool(conn.execute(self._q_one_trip, (item.name, item.weight)).fetchone()[0])
+            return self._record(item, ADMITTED if admitted else Decision(failing_rate=self.rates[0]))
 
         def leak(self, current_timestamp=None):
             # On the server's clock, keeping twice the window: a host whose clock runs ahead can
@@ -270,42 +254,12 @@ def rate_acquire(timeout_s: float = 60.0) -> bool:
             asked = time.monotonic()
             if limiter.try_acquire("batchdata", blocking=False):
                 last_permit.asked_at, last_permit.granted_at = asked, time.monotonic()
-                last_permit.entry = _last_grant(limiter)
                 return True
             if asked + RATE_POLL_S >= deadline:
                 return False
             time.sleep(RATE_POLL_S)
     finally:
         _acquire_lock.release()
-
-
-def _bucket(limiter):
-    """The limiter's PostgreSQL bucket when it has one that gives permits back, else None."""
-    buckets = getattr(limiter, "buckets", None)
-    bucket = next(iter(buckets()), None) if callable(buckets) else None
-    return bucket if hasattr(bucket, "give_back") else None
-
-
-def _last_grant(limiter):
-    bucket = _bucket(limiter)
-    return bucket.last_grant() if bucket is not None else None
-
-
-def _give_back() -> None:
-    """PostgreSQL: take this thread's stale permit out of the window (best effort), so that it
-    does not hold a place another request could use. With PostgreSQL 10 ms away, on a busy host,
-    a permit's answer often took longer than PERMIT_MAX_AGE_S by itself: 300-1,100 permits of a
-    60 s run went stale, each kept a place in the window for a request that never went, and the
-    fleet sent 61-74 % of SKIP_TRACE_RPS. SQLite's bucket keeps them (no such lag there)."""
-    entry, last_permit.entry = getattr(last_permit, "entry", None), None
-    if entry is None:
-        return
-    try:
-        bucket = _bucket(rate_limiter())
-        if bucket is not None:
-            bucket.give_back(entry)
-    except Exception:  # the permit simply stays in the window: the limiter is only stricter
-        log.debug("could not give a stale rate permit back", exc_info=True)
 
 
 def rate_permit_fresh(max_age_s: float = PERMIT_MAX_AGE_S) -> None:
@@ -318,7 +272,6 @@ def rate_permit_fresh(max_age_s: float = PERMIT_MAX_AGE_S) -> None:
             return
         log.info("rate permit %.0f ms old before its request left (its answer took %.0f ms); taking a fresh one",
                  1000 * (time.monotonic() - asked_at), 1000 * (getattr(last_permit, "granted_at", asked_at) - asked_at))
-        _give_back()
         try:
             if not rate_acquire():
                 log.warning("no fresh rate permit within 60 s; the request goes on its old permit")

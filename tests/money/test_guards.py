@@ -242,31 +242,6 @@ def test_permits_that_keep_coming_late_are_replaced_a_bounded_number_of_times(mo
     assert len(asked) == guards.PERMIT_REFRESHES  # then the request goes: never stuck
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif("connections['default'].vendor != 'postgresql'")
-def test_a_stale_permit_is_given_back_and_only_the_fresh_one_counts(settings):
-    settings.SKIP_TRACE_RPS = 50
-    rate.reset_rate_limiter()
-    try:
-        bucket = rate.rate_limiter().buckets()[0]
-
-        def entries_since(t) -> int:  # (other tests' entries may be leaked meanwhile: not counted)
-            with connections["default"].cursor() as cursor:
-                cursor.execute(f'SELECT count(*) FROM "{bucket._full_tbl}" WHERE item_timestamp >= %s', [t])
-                return cursor.fetchone()[0]
-
-        assert rate.rate_acquire(timeout_s=5)
-        first = rate.last_permit.entry[1]
-        assert entries_since(first) == 1
-        rate.last_permit.asked_at -= 1  # the thread was not scheduled for a second: its permit is stale
-        guards.rate_permit_fresh()
-        assert rate.last_permit.entry[1] > first
-        assert entries_since(first) == 1  # the stale permit left the window; the fresh one is in it
-        assert time.monotonic() - rate.last_permit.asked_at < guards.PERMIT_MAX_AGE_S
-    finally:
-        rate.reset_rate_limiter()
-
-
 def test_a_limiter_failure_while_refreshing_never_stops_a_request_whose_calls_are_sent(monkeypatch, caplog):
     def broken(timeout_s: float = 60.0) -> bool:
         raise RuntimeError("bucket unavailable")
