@@ -245,7 +245,8 @@ def _reads_at_once(items: Sequence[RunItem], *, now: dt.datetime, calls: bool = 
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
     missing = l1_misses([i.active_signature for i in items], now)
-    cache_sql, cache_params = l2_query(missing).query.sql_with_params()
+    # (a query of no signatures is not even built: Django refuses an empty IN as EmptyResultSet)
+    cache_sql, cache_params = l2_query(missing).query.sql_with_params() if missing else ("", ())
     fields = CacheEntry._meta.concrete_fields
     connection.ensure_connection()
     with connection.cursor() as cache_cur, connection.cursor() as calls_cur, connection.cursor() as guards_cur:
