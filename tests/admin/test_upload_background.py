@@ -442,8 +442,10 @@ def test_a_100000_row_upload_runs_in_the_background_and_api_submits_never_see_a_
     assert statuses and all(s < 500 for s in statuses), sorted(set(statuses))
     assert statuses.count(200) == len(statuses)
     # Each chunk holds SQLite's write lock for milliseconds: a submit never waits near the busy
-    # timeout (5 s), where it would fail. (One transaction for the whole file made submits wait 4.5 s here.)
-    assert max(latencies) < 2.0, max(latencies)
+    # timeout (5 s), where it would fail. (One transaction for the whole file made submits wait 4.5 s
+    # here.) The bound leaves room for a slow host: one submit waited 2.1 s in a clean-clone CI run
+    # on a 2-CPU host about a fifth slower than the one 2.0 s was set on.
+    assert max(latencies) < 3.0, max(latencies)
     run = Run.objects.get(run_id=job.run_id)
     assert run.total == 100_000 and run.failed == job.rows_invalid > 0
     assert RunItem.objects.filter(run=run).count() == 100_000
