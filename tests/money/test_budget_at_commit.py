@@ -33,12 +33,18 @@ def _other_connection() -> psycopg.Connection:
                            dbname=s["NAME"])
 
 
-def test_a_reservation_past_the_cap_fails_at_its_commit_and_is_cut_to_the_budget(provider, settings, caplog):
-    settings.SKIP_TRACE_DAILY_BUDGET_CENTS = 30
+def _one_batch_of_ten(settings, caplog, *, cap_cents: int, street: str):
+    """Ten new leads at 7 cents a match under a daily cap, and one batch of them worked."""
+    settings.SKIP_TRACE_DAILY_BUDGET_CENTS = cap_cents
     settings.SKIP_TRACE_COST_PER_MATCH_CENTS = 7
-    run = create(*_leads(10, "Juniper Ct"))
+    run = create(*_leads(10, street))
     caplog.set_level(logging.INFO, logger="convexa.service")
     assert Worker(concurrency=1, batch_size=10, idle_sleep_s=0).process_one_batch()
+    return run
+
+
+def test_a_reservation_past_the_cap_fails_at_its_commit_and_is_cut_to_the_budget(provider, settings, caplog):
+    run = _one_batch_of_ten(settings, caplog, cap_cents=30, street="Juniper Ct")
     # 10 x 7 = 70 > 30: the first reservation was rolled back at its COMMIT, the second cut to 4
     assert "over today's cap at its commit" in caplog.text
     assert len(provider.items) == 4
@@ -51,11 +57,7 @@ def test_a_reservation_past_the_cap_fails_at_its_commit_and_is_cut_to_the_budget
 
 
 def test_a_reservation_within_the_cap_commits_at_once(provider, settings, caplog):
-    settings.SKIP_TRACE_DAILY_BUDGET_CENTS = 70
-    settings.SKIP_TRACE_COST_PER_MATCH_CENTS = 7
-    run = create(*_leads(10, "Hazel Row"))
-    caplog.set_level(logging.INFO, logger="convexa.service")
-    assert Worker(concurrency=1, batch_size=10, idle_sleep_s=0).process_one_batch()
+    run = _one_batch_of_ten(settings, caplog, cap_cents=70, street="Hazel Row")
     assert "over today's cap" not in caplog.text  # exactly the cap is within it
     assert len(provider.items) == 10 and guards.budget_spent_cents_today() == 70
     run.refresh_from_db()
