@@ -10,6 +10,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
@@ -132,24 +133,47 @@ def _make_bucket_class():
                 raise ValueError("one rate per bucket")
             super().__init__(pool, table, rates, algorithm)
             self._clock = OffsetClock(pool)
-            self._function = f"{self._full_tbl}_put"
+            # (`_put`, without post-dating, was the one before; CREATE OR REPLACE cannot change a
+            # function's OUT columns: a change to them needs a new name or a DROP)
+            self._function = f"{self._full_tbl}_put_at"
             rate = rates[0]
             body = sql.SQL("""
-                CREATE OR REPLACE FUNCTION {function}(p_name varchar, p_weight integer)
-                RETURNS boolean LANGUAGE plpgsql AS $body$
+                CREATE OR REPLACE FUNCTION {function}(p_name varchar, p_weight integer, p_ahead_ms integer,
+                                                      p_max_ahead_ms integer,
+                                                      OUT granted boolean, OUT at_ms double precision,
+                                                      OUT now_ms double precision)
+                LANGUAGE plpgsql AS $body$
                 DECLARE
+                    now_ts timestamptz;
                     t timestamp;
+                    over integer;
+                    kth timestamp;
                 BEGIN
                     PERFORM pg_advisory_xact_lock({lock});
-                    t := clock_timestamp()::timestamp;  -- read under the lock: the order of the grants
-                    IF (SELECT count(*) FROM {table}
-                        WHERE item_timestamp >= t - {interval}::integer * interval '1 millisecond')
-                        + p_weight > {limit}::integer THEN
-                        RETURN false;
+                    -- read under the lock: the order of the grants; post-dated by p_ahead_ms (the
+                    -- caller sends at that time, see rate_permit_fresh)
+                    now_ts := clock_timestamp();
+                    t := (now_ts + least(greatest(p_ahead_ms, 0), 1000) * interval '1 millisecond')::timestamp;
+                    -- every entry from the window's start on, later ones included: a process that
+                    -- post-dates less than another still never puts more than the limit in any window
+                    over := (SELECT count(*) FROM {table} WHERE item_timestamp >= t - {interval}::integer
+                             * interval '1 millisecond') + p_weight - {limit}::integer;
+                    IF over > 0 AND p_max_ahead_ms > 0 AND p_weight <= {limit}::integer THEN
+                        -- full: the first moment at which `over` of them are out of its window
+                        SELECT item_timestamp INTO kth FROM {table}
+                            WHERE item_timestamp >= t - {interval}::integer * interval '1 millisecond'
+                            ORDER BY item_timestamp OFFSET over - 1 LIMIT 1;
+                        t := kth + {interval}::integer * interval '1 millisecond' + interval '1 microsecond';
+                        over := 0;
                     END IF;
-                    INSERT INTO {table} (name, weight, item_timestamp)
-                        SELECT p_name, p_weight, t FROM generate_series(1, p_weight);
-                    RETURN true;
+                    at_ms := extract(epoch FROM t::timestamptz) * 1000;
+                    now_ms := extract(epoch FROM now_ts) * 1000;
+                    granted := over <= 0 AND t::timestamptz <= now_ts + least(greatest(p_max_ahead_ms,
+                               p_ahead_ms, 0), 1000) * interval '1 millisecond';
+                    IF granted THEN
+                        INSERT INTO {table} (name, weight, item_timestamp)
+                            SELECT p_name, p_weight, t FROM generate_series(1, p_weight);
+                    END IF;
                 END
                 $body$
             """).format(function=sql.Identifier(self._function), table=sql.Identifier(self._full_tbl),
@@ -160,7 +184,8 @@ def _make_bucket_class():
             with self._get_conn() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_lock_id(self._full_tbl),))
                 conn.execute(body)
-            self._q_one_trip = sql.SQL("SELECT {function}(%s, %s)").format(function=sql.Identifier(self._function))
+            self._q_one_trip = sql.SQL("SELECT granted, at_ms, now_ms FROM {function}(%s, %s, %s, %s)").format(
+                function=sql.Identifier(self._function))
             self._q_leak_server = sql.SQL(
                 "DELETE FROM {table} WHERE item_timestamp < clock_timestamp()::timestamp - {keep}::integer "
                 "* interval '1 millisecond'"
@@ -177,9 +202,14 @@ def _make_bucket_class():
         def put(self, item):
             if item.weight == 0:
                 return self._record(item, ADMITTED)
+            ahead, max_ahead = (PERMIT_AHEAD_MS, PERMIT_BOOK_AHEAD_MS) if server_offset.usable() else (0, 0)
             with self._get_conn() as conn:
-                admitted = bool(conn.execute(self._q_one_trip, (item.name, item.weight)).fetchone()[0])
-            return self._record(item, ADMITTED if admitted else Decision(failing_rate=self.rates[0]))
+                sent = time.monotonic()
+                granted, at_ms, server_ms = conn.execute(
+                    self._q_one_trip, (item.name, item.weight, ahead, max_ahead)).fetchone()
+                server_offset.sample(sent, time.monotonic(), float(server_ms))
+            last_permit.entry_ms, last_permit.ahead_ms = (float(at_ms), ahead) if granted else (None, 0)
+            return self._record(item, ADMITTED if granted else Decision(failing_rate=self.rates[0]))
 
         def leak(self, current_timestamp=None):
             # On the server's clock, keeping twice the window: a host whose clock runs ahead can
@@ -219,20 +249,93 @@ def reset_rate_limiter() -> None:
                 if pool is not None:
                     pool.close()
         _limiter = None
+    server_offset.reset()
 
 
 _acquire_lock = threading.Lock()
-last_permit = threading.local()  # when this thread asked for its last permit (time.monotonic())
-# A permit must be used at once: the window's 50 ms margin is all the lag it may have between the
-# limiter's clock reading (somewhere after the ask) and the request reaching the provider. On an
-# overloaded host a thread was seen to wait 69 ms between its permit and its POST (not scheduled),
-# and permits were granted up to 68 ms after the ask; the provider saw 5 requests within 1 s.
-# Older than this just before the POST, counted from the ask, the permit is left unused (it still
-# counts in the window, so this only ever sends later) and another is taken, up to
-# PERMIT_REFRESHES times.
+# This thread's last permit: when it was asked for and granted (time.monotonic()), and on PostgreSQL
+# the window entry's time (entry_ms, the server's epoch ms) and how far it was post-dated (ahead_ms).
+last_permit = threading.local()
+# A permit must be used at once: the window's 40 ms margin is all the lag it may have between its
+# entry's time in the window and the request reaching the provider. On an overloaded host a thread
+# was seen to wait 69 ms between its permit and its POST (not scheduled), and permits were granted
+# up to 68 ms after the ask; the provider saw 5 requests within 1 s. Later than this just before
+# the POST, the permit is left unused (it still counts in the window, so this only ever sends
+# later) and another is taken, up to PERMIT_REFRESHES times.
 PERMIT_MAX_AGE_S = 0.025
 PERMIT_REFRESHES = 3
 RATE_POLL_S = 0.01  # how often a process's waiting thread asks the limiter again
+# On PostgreSQL a permit's entry is post-dated this far and its request waits for that time: with
+# the database 5 ms away each way on a busy host, the answer to an ask took 18-45 ms (p10-p90), and
+# a permit counted from its ask went stale before its POST one time in six (each a place in the
+# window wasted: 80 % of SKIP_TRACE_RPS). Post-dated, a permit may leave from its entry's time
+# (sure on the server's clock, see ServerOffset) until PERMIT_MAX_AGE_S after it.
+PERMIT_AHEAD_MS = 50
+# When the window is full, the permit is booked at the first moment it has room, up to this far
+# ahead, and the request waits for it: no place in the window is left empty while the process's
+# poller sleeps and asks again (RATE_POLL_S and a round trip, each time).
+PERMIT_BOOK_AHEAD_MS = 120
+OFFSET_MAX_SPREAD_MS = 12.0  # a wider bound on the server's clock than this: no post-dating
+
+
+class ServerOffset:
+    """Bounds on the database server's clock against this host's ``time.monotonic()``, from the
+    limiter's own asks: each one read the server's clock between the moment it was sent and the
+    moment its answer came, so ``server_ms - local_ms`` lies in ``[t - answered, t - sent]``. The
+    bounds of the last ``KEEP_S`` seconds are intersected (NTP's idea, without its filters): with the
+    database 5 ms away each way they are about 10 ms apart."""
+
+    KEEP_S = 10.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samples: list[tuple[float, float, float]] = []  # (when, low, high), oldest first
+
+    def sample(self, sent: float, answered: float, server_ms: float) -> None:
+        with self._lock:
+            self._samples.append((answered, server_ms - 1000.0 * answered, server_ms - 1000.0 * sent))
+            cut = answered - self.KEEP_S
+            while self._samples and self._samples[0][0] < cut:
+                self._samples.pop(0)
+            if len(self._samples) > 1000:
+                del self._samples[:500]
+
+    def bounds(self) -> tuple[float, float] | None:
+        """``(low, high)``: server ms = local ms + an offset in that range; None if unknown or if
+        the samples disagree (a clock was stepped: start again from the newest)."""
+        with self._lock:
+            if not self._samples:
+                return None
+            low = max(s[1] for s in self._samples)
+            high = min(s[2] for s in self._samples)
+            if low > high:
+                self._samples = self._samples[-1:]
+                return None
+            return low, high
+
+    def usable(self) -> bool:
+        bounds = self.bounds()
+        return bounds is not None and bounds[1] - bounds[0] <= OFFSET_MAX_SPREAD_MS
+
+    def reset(self) -> None:
+        with self._lock:
+            self._samples = []
+
+
+server_offset = ServerOffset()
+
+
+def send_window(entry_ms: float | None, ahead_ms: int) -> tuple[float, float] | None:
+    """When (``time.monotonic()``, earliest and latest) a request on a permit whose window entry is
+    at ``entry_ms`` on the server's clock may leave: from the moment the server's clock surely reads
+    ``entry_ms`` until it surely reads no more than ``entry_ms + PERMIT_MAX_AGE_S``. None without
+    bounds on the server's clock."""
+    bounds = server_offset.bounds() if entry_ms is not None else None
+    if bounds is None:
+        return None
+    low, high = bounds
+    earliest = (entry_ms - low) / 1000.0 if ahead_ms else float("-inf")  # not post-dated: sent after its entry anyway
+    return earliest, (entry_ms + 1000.0 * PERMIT_MAX_AGE_S - high) / 1000.0
 
 
 def rate_acquire(timeout_s: float = 60.0) -> bool:
@@ -252,6 +355,7 @@ def rate_acquire(timeout_s: float = 60.0) -> bool:
     try:
         while True:
             asked = time.monotonic()
+            last_permit.entry_ms, last_permit.ahead_ms = None, 0  # the SQLite bucket sets neither
             if limiter.try_acquire("batchdata", blocking=False):
                 last_permit.asked_at, last_permit.granted_at = asked, time.monotonic()
                 return True
@@ -262,16 +366,40 @@ def rate_acquire(timeout_s: float = 60.0) -> bool:
         _acquire_lock.release()
 
 
-def rate_permit_fresh(max_age_s: float = PERMIT_MAX_AGE_S) -> None:
-    """Called right before the POST: while this thread's permit is older than ``max_age_s``
-    (counted from when it was asked for), take another, at most PERMIT_REFRESHES times. Never
-    raises: should the limiter fail now, the request goes on the permit it has."""
+def _permit_fresh_now(sleep: Callable[[float], None] | None) -> bool:
+    """Whether this thread's permit may be used now (after waiting for a post-dated one's time,
+    unless ``sleep`` is None: then whether it is not too late yet)."""
+    asked_at = getattr(last_permit, "asked_at", None)
+    if asked_at is None:
+        return True
+    ahead = getattr(last_permit, "ahead_ms", 0)
+    window = send_window(getattr(last_permit, "entry_ms", None), ahead)
+    if window is not None:
+        earliest, latest = window
+        if sleep is not None and (wait := earliest - time.monotonic()) > 0:
+            sleep(wait)
+        if time.monotonic() <= latest:
+            return True
+    if ahead:  # post-dated: only its window says when it may go
+        return False
+    return time.monotonic() - asked_at <= PERMIT_MAX_AGE_S  # its entry is later than its ask
+
+
+def rate_permit_fresh(sleep: Callable[[float], None] = time.sleep, *, wait: bool = True) -> None:
+    """Called right before the request is written: a post-dated permit waits for its time; while
+    this thread's permit is too late to use (see send_window; without bounds on the server's clock,
+    older than PERMIT_MAX_AGE_S counted from when it was asked for), take another, at most
+    PERMIT_REFRESHES times. ``wait=False`` (before ``requests`` prepares the POST): only replace a
+    permit already too late, without waiting for its time. Never raises: should the limiter fail
+    now, the request goes on the permit it has."""
+    pause = sleep if wait else None
     for _ in range(PERMIT_REFRESHES):
-        asked_at = getattr(last_permit, "asked_at", None)
-        if asked_at is None or time.monotonic() - asked_at <= max_age_s:
+        if _permit_fresh_now(pause):
             return
-        log.info("rate permit %.0f ms old before its request left (its answer took %.0f ms); taking a fresh one",
-                 1000 * (time.monotonic() - asked_at), 1000 * (getattr(last_permit, "granted_at", asked_at) - asked_at))
+        asked_at = last_permit.asked_at
+        log.info("rate permit %.0f ms old before its request left (its answer took %.0f ms, post-dated %d ms); "
+                 "taking a fresh one", 1000 * (time.monotonic() - asked_at),
+                 1000 * (getattr(last_permit, "granted_at", asked_at) - asked_at), getattr(last_permit, "ahead_ms", 0))
         try:
             if not rate_acquire():
                 log.warning("no fresh rate permit within 60 s; the request goes on its old permit")
@@ -280,3 +408,4 @@ def rate_permit_fresh(max_age_s: float = PERMIT_MAX_AGE_S) -> None:
             log.warning("the rate limiter failed while refreshing a permit; the request goes on its old one",
                         exc_info=True)
             return
+    _permit_fresh_now(pause)  # the last one refreshed: at least wait for its time

@@ -211,19 +211,41 @@ def test_two_worker_processes_never_exceed_rps_or_concurrency(sandbox, tmp_path)
 # --- a rate permit is used at once ----------------------------------------------------------------
 
 
+def permit(*, asked_ago: float, entry_in_ms: float | None = None, ahead_ms: int = 0) -> None:
+    """Set this thread's last permit: asked ``asked_ago`` s ago, its window entry ``entry_in_ms``
+    from now on the server's clock (None: a SQLite permit, no entry time)."""
+    rate.last_permit.asked_at = time.monotonic() - asked_ago
+    rate.last_permit.granted_at = time.monotonic()
+    rate.last_permit.entry_ms = None if entry_in_ms is None else 1000 * time.monotonic() + OFFSET_MS + entry_in_ms
+    rate.last_permit.ahead_ms = ahead_ms
+
+
+OFFSET_MS = 123_456_789.0  # the server's clock against this host's monotonic one, in these tests
+
+
+@pytest.fixture
+def server_clock_known(monkeypatch):
+    """The server's clock known to within 4 ms (as if the database were 2 ms away each way)."""
+    offset = rate.ServerOffset()
+    now = time.monotonic()
+    offset.sample(now - 0.004, now, 1000 * (now - 0.002) + OFFSET_MS)
+    monkeypatch.setattr(rate, "server_offset", offset)
+    return offset
+
+
 def test_a_permit_gone_stale_before_the_post_is_replaced_and_a_fresh_one_is_used(monkeypatch):
     asked: list[float] = []
 
     def fake_acquire(timeout_s: float = 60.0) -> bool:
         asked.append(time.monotonic())
-        rate.last_permit.asked_at = time.monotonic()
+        permit(asked_ago=0)
         return True
 
     monkeypatch.setattr(rate, "rate_acquire", fake_acquire)
-    rate.last_permit.asked_at = time.monotonic()
+    permit(asked_ago=0)
     guards.rate_permit_fresh()
     assert asked == []  # granted just now: the request goes on it
-    rate.last_permit.asked_at = time.monotonic() - 0.07  # the thread was not scheduled for 70 ms
+    permit(asked_ago=0.07)  # the thread was not scheduled for 70 ms
     guards.rate_permit_fresh()
     assert len(asked) == 1 and time.monotonic() - rate.last_permit.asked_at < guards.PERMIT_MAX_AGE_S
 
@@ -233,13 +255,60 @@ def test_permits_that_keep_coming_late_are_replaced_a_bounded_number_of_times(mo
 
     def slow_acquire(timeout_s: float = 60.0) -> bool:  # every permit is granted 40 ms after the ask
         asked.append(time.monotonic())
-        rate.last_permit.asked_at = time.monotonic() - 0.04
+        permit(asked_ago=0.04)
         return True
 
     monkeypatch.setattr(rate, "rate_acquire", slow_acquire)
-    rate.last_permit.asked_at = time.monotonic() - 0.04
+    permit(asked_ago=0.04)
     guards.rate_permit_fresh()
     assert len(asked) == guards.PERMIT_REFRESHES  # then the request goes: never stuck
+
+
+def test_a_post_dated_permit_waits_for_its_time_on_the_servers_clock_and_is_used(monkeypatch, server_clock_known):
+    monkeypatch.setattr(rate, "rate_acquire", lambda timeout_s=60.0: pytest.fail("the permit was good"))
+    slept: list[float] = []
+    # Asked 40 ms ago (too old by its ask), its entry 30 ms ahead of the server's clock.
+    permit(asked_ago=0.04, entry_in_ms=30, ahead_ms=50)
+    guards.rate_permit_fresh(sleep=lambda s: (slept.append(s), time.sleep(s)))
+    low, high = server_clock_known.bounds()
+    # It waited until the server's clock surely reads the entry's time, then went.
+    assert slept and 0.030 <= slept[0] <= 0.036
+    assert 1000 * time.monotonic() + low >= rate.last_permit.entry_ms
+
+
+def test_a_post_dated_permit_is_replaced_once_its_time_plus_the_max_age_has_surely_passed(monkeypatch,
+                                                                                           server_clock_known):
+    asked: list[float] = []
+
+    def fake_acquire(timeout_s: float = 60.0) -> bool:
+        asked.append(time.monotonic())
+        permit(asked_ago=0, entry_in_ms=10, ahead_ms=50)
+        return True
+
+    monkeypatch.setattr(rate, "rate_acquire", fake_acquire)
+    # Its entry was 24 ms ago: within 25 ms by this host's clock, but the server's clock is only
+    # known to within 2 ms either way, and it may already read 26 ms past: replaced.
+    permit(asked_ago=0.07, entry_in_ms=-24, ahead_ms=50)
+    guards.rate_permit_fresh(sleep=time.sleep)
+    assert len(asked) == 1
+    # A post-dated permit never goes by its ask's age: without bounds on the server's clock it is replaced.
+    server_clock_known.reset()
+    permit(asked_ago=0, entry_in_ms=10, ahead_ms=50)
+    monkeypatch.setattr(rate, "rate_acquire", lambda timeout_s=60.0: asked.append(0) or True)
+    guards.rate_permit_fresh()
+    assert len(asked) == 1 + guards.PERMIT_REFRESHES
+
+
+def test_the_servers_clock_is_bounded_by_every_ask_and_a_stepped_clock_starts_again():
+    offset = rate.ServerOffset()
+    assert offset.bounds() is None and not offset.usable()
+    offset.sample(10.000, 10.030, 5_000.0 + 10_015.0)  # 30 ms round trip: offset in [4985, 5015]
+    assert offset.bounds() == (4985.0, 5015.0) and not offset.usable()  # 30 ms apart: too wide to post-date
+    offset.sample(11.000, 11.004, 5_000.0 + 11_003.0)  # 4 ms round trip: [4999, 5003]
+    assert offset.bounds() == (4999.0, 5003.0) and offset.usable()
+    offset.sample(12.000, 12.004, 9_000.0 + 12_002.0)  # the server's clock jumped 4 s
+    assert offset.bounds() is None  # the samples disagree: no bounds ...
+    assert offset.bounds() == (8998.0, 9002.0)  # ... until the newest alone
 
 
 def test_a_limiter_failure_while_refreshing_never_stops_a_request_whose_calls_are_sent(monkeypatch, caplog):
@@ -247,7 +316,7 @@ def test_a_limiter_failure_while_refreshing_never_stops_a_request_whose_calls_ar
         raise RuntimeError("bucket unavailable")
 
     monkeypatch.setattr(rate, "rate_acquire", broken)
-    rate.last_permit.asked_at = time.monotonic() - 1
+    permit(asked_ago=1)
     with caplog.at_level(logging.WARNING, logger="convexa.guards"):
         guards.rate_permit_fresh()  # does not raise
     assert [r.levelno for r in caplog.records if r.name == "convexa.guards"] == [logging.WARNING]

@@ -206,6 +206,51 @@ def test_a_permit_wait_gives_up_at_its_timeout(monkeypatch):
     assert time.monotonic() - started < 1.0
 
 
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_postgresql_permits_are_post_dated_booked_when_the_window_is_full_and_their_requests_wait(settings):
+    settings.SKIP_TRACE_RPS = 3
+    rate.reset_rate_limiter()
+    bucket = rate.rate_limiter().buckets()[0]
+    import psycopg
+
+    # a connection of the test's own (the limiter's pool has one, for its asks)
+    with psycopg.connect(rate.limiter_conninfo(connection.settings_dict), autocommit=True) as conn:
+        conn.execute(f'DELETE FROM "{bucket._full_tbl}"')  # permits of earlier tests are not this window's
+
+        def server_ms() -> float:
+            return float(conn.execute("SELECT extract(epoch FROM clock_timestamp()) * 1000").fetchone()[0])
+
+        assert rate.rate_acquire(timeout_s=1)
+        assert rate.last_permit.ahead_ms == 0  # the server's clock not known yet: not post-dated
+        entries = [rate.last_permit.entry_ms]
+        for _ in range(2):
+            assert rate.rate_acquire(timeout_s=1)
+            asked_server = server_ms()
+            assert rate.last_permit.ahead_ms == rate.PERMIT_AHEAD_MS
+            # the entry is about PERMIT_AHEAD_MS ahead of the server's clock (less the answer's way back)
+            assert rate.last_permit.entry_ms - asked_server > rate.PERMIT_AHEAD_MS - 20
+            rate.rate_permit_fresh(sleep=time.sleep)
+            assert server_ms() >= rate.last_permit.entry_ms  # the request would leave after its entry's time
+            entries.append(rate.last_permit.entry_ms)
+        # Three in the window (1.04 s), two of them post-dated: a process that does not post-date
+        # is refused too, and so is a booking further ahead than PERMIT_BOOK_AHEAD_MS.
+        granted, _, _ = conn.execute(f'SELECT * FROM "{bucket._function}"(%s, 1, 0, 0)', ("other",)).fetchone()
+        assert granted is False
+        assert rate.rate_acquire(timeout_s=0.05) is False
+        # Within PERMIT_BOOK_AHEAD_MS of the first entry leaving the window, the next permit is
+        # booked at that moment, and its request waits for it.
+        time.sleep(max(0.0, (entries[0] + 1040 - rate.PERMIT_BOOK_AHEAD_MS / 2 - server_ms()) / 1000))
+        assert rate.rate_acquire(timeout_s=0.05)
+        assert entries[0] + 1040 < rate.last_permit.entry_ms < entries[0] + 1045
+        rate.rate_permit_fresh(sleep=time.sleep)
+        assert server_ms() >= rate.last_permit.entry_ms
+        # at most 3 entries in any 1,040 ms
+        stamps = sorted(1000 * r[0] for r in conn.execute(
+            f'SELECT extract(epoch FROM item_timestamp) FROM "{bucket._full_tbl}"').fetchall())
+        assert len(stamps) == 4 and stamps[3] - stamps[0] > 1040
+    rate.reset_rate_limiter()
+
+
 # --- bulk statements ------------------------------------------------------------------------------
 
 
