@@ -50,7 +50,7 @@ def batch_send(
         if time.monotonic() > deadline:
             raise guards.NotSent("lease")
         release_connection()  # the answer takes a second or more: no pooled connection waits with it
-        guards.rate_permit_fresh()
+        guards.rate_permit_fresh(wait=False)  # a permit already too late is replaced now; its wait is at the write
 
     try:
         with guards.send_permit(reserved.batch_id, clock=clock, lease_s=lease_seconds(), deadline=deadline,
@@ -65,7 +65,9 @@ def batch_send(
             log_calls("sent", reserved.calls, worker=worker_id)
             try:
                 try:
-                    result = client.skip_trace(reserved.requests, before_send=before_send, request_json=body)
+                    # the permit once more on the connection, right before the bytes are written
+                    result = client.skip_trace(reserved.requests, before_send=before_send, request_json=body,
+                                               before_write=guards.rate_permit_fresh)
                 except (ProviderError, guards.NotSent):
                     raise
                 except Exception as exc:  # a bug after sending: the answer is unknown, so it is "lost"

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -38,6 +37,7 @@ from skiptrace.provider.model import (
 )
 from skiptrace.provider.parse import parse_response, readable_match_count
 from skiptrace.provider.redaction import sanitize_for_debug
+from skiptrace.provider.transport import SendHookAdapter, before_write_hook, written_at
 
 logger = logging.getLogger("convexa.provider")
 
@@ -84,7 +84,8 @@ class BatchDataClient:
             # pool_maxsize: one kept-alive connection per request in flight (SKIP_TRACE_CONCURRENCY);
             # at urllib3's default of 10, 32 threads sending at once opened and threw away a TCP
             # (and TLS) connection for every request beyond the tenth.
-            adapter = HTTPAdapter(max_retries=Retry(total=0, connect=0, read=False, redirect=False, status=0),
+            # SendHookAdapter: before_write runs right before the request's bytes are written.
+            adapter = SendHookAdapter(max_retries=Retry(total=0, connect=0, read=False, redirect=False, status=0),
                                   pool_maxsize=max(10, int(pool_size)))
             session.mount("https://", adapter)
             session.mount("http://", adapter)
@@ -199,12 +200,14 @@ class BatchDataClient:
 
     def skip_trace(
         self, requests_: Sequence[TraceRequest], *, before_send: Callable[[], None] | None = None,
-        request_json: str | None = None,
+        request_json: str | None = None, before_write: Callable[[], None] | None = None,
     ) -> BatchResult:
         """Send one batch (1..100 requests) as exactly one POST; parse the answer.
 
         ``before_send`` runs after the body is built, immediately before the POST (the money path
-        checks there that its rate permit is still fresh). ``request_json``: the body made by
+        checks there that its rate permit is still fresh); ``before_write`` once more inside urllib3,
+        on a connection already set up, right before the request is written (skiptrace.provider.transport;
+        not with an injected session of other adapters). ``request_json``: the body made by
         ``encode_body`` for these same requests before the waits, so that nothing but the send
         follows the permit. Raises ValueError for a bad batch (nothing sent) and ProviderError for
         anything else.
@@ -225,17 +228,22 @@ class BatchDataClient:
             logger.debug("batchdata request %s", json.dumps(sanitize_for_debug(body)))
         if before_send is not None:
             before_send()
+        if before_write is not None and not isinstance(self._session.get_adapter(self._url), SendHookAdapter):
+            before_write()  # an injected session of other adapters: here, the latest this client can
+            before_write = None
 
         started = time.perf_counter()
         try:
-            resp = self._session.post(
-                self._url,
-                data=request_json.encode("utf-8"),
-                headers=self._headers(),
-                timeout=(min(CONNECT_TIMEOUT_S, self._timeout), self._timeout),
-                allow_redirects=False,  # a redirect would re-send a billed POST (and the token) elsewhere
-            )
+            with before_write_hook(before_write):
+                resp = self._session.post(
+                    self._url,
+                    data=request_json.encode("utf-8"),
+                    headers=self._headers(),
+                    timeout=(min(CONNECT_TIMEOUT_S, self._timeout), self._timeout),
+                    allow_redirects=False,  # a redirect would re-send a billed POST (and the token) elsewhere
+                )
         except requests.RequestException as exc:
+            started = written_at() or started
             elapsed = time.perf_counter() - started
             err = self._error_from_exception(exc)
             logger.info(
@@ -247,6 +255,7 @@ class BatchDataClient:
                 elapsed,
             )
             raise err from exc
+        started = written_at() or started  # the provider's time: from the write, not the permit's wait
         elapsed = time.perf_counter() - started
 
         try:
