@@ -16,8 +16,10 @@ Helpers (WorkerProc, submit_and_wait, ...) come from ``scripts/bench.py``, which
 
 from __future__ import annotations
 
+import bisect
 import csv
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -250,6 +252,20 @@ def measured_rtt_ms(port: int, dbname: str, user: str) -> float:
         return round(1000 * (time.perf_counter() - t) / 20, 2)
 
 
+_POST_LINE = re.compile(r"(\d\d):(\d\d):(\d\d),(\d{3}) INFO convexa.provider batchdata POST .*?elapsed=([\d.]+)s")
+
+
+def post_send_times(log_text: str) -> list[float]:
+    """When a worker log's POSTs left: each is logged when its answer is in, with its elapsed time."""
+    return sorted(int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 - float(e)
+                  for h, m, s, ms, e in _POST_LINE.findall(log_text))
+
+
+def densest_1s(times: list[float]) -> int:
+    """The most of ``times`` (sorted) within any half-open 1 s."""
+    return max((bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times)), default=0)
+
+
 def sc_rps_netem(args, workdir: Path) -> dict:
     b = _bench()
     from django.db import connection
@@ -264,7 +280,8 @@ def sc_rps_netem(args, workdir: Path) -> dict:
     out: dict = {"rps": HIGH_RPS, "batch": batch, "worker_processes": n_procs, "duration_s": duration_s,
                  "latency_s": b.LATENCY_S, "leads": n,
                  "network": "workers reach PostgreSQL through scripts/delay_proxy.py, 5 ms each way "
-                            "(this kernel has no sch_netem for tc netem)"}
+                            "(this kernel has no sch_netem for tc netem); the sandbox counts arrivals at "
+                            "real-time priority (scripts/bench.py provider_priority)"}
     procs: list[subprocess.Popen] = []
     logs = []
     proxy = None
@@ -310,12 +327,16 @@ def sc_rps_netem(args, workdir: Path) -> dict:
     steady = [t for t in times if lo <= t < hi]
     rate = len(steady) / (hi - lo)
     windows = b.rate_violations(times, HIGH_RPS)
+    log_text = (workdir / "netem-worker-0.log").read_text(errors="replace")
     out.update({
+        # the workers' own send times (a POST's log time less its elapsed time, to the millisecond)
+        "max_sent_in_any_1s_window": densest_1s(post_send_times(log_text)),
+        "stale_permits": log_text.count("taking a fresh one"),
         "run_id": run.run_id, "requests": len(times), "steady_window_s": round(hi - lo, 1),
         "steady_requests_per_s": round(rate, 2), "steady_pct_of_rps": round(100 * rate / HIGH_RPS, 1),
         "max_in_any_1s_window": st["max_in_any_1s_window"], "max_concurrent": st["max_concurrent"],
         "windows_over_rps": windows, "max_item_key_count": max(st["item_keys"].values(), default=0),
-        "worker_errors": [ln[:300] for ln in (workdir / "netem-worker-0.log").read_text(errors="replace").splitlines()
+        "worker_errors": [ln[:300] for ln in log_text.splitlines()
                           if " ERROR " in ln or "Traceback" in ln][:5],
     })
     return out
