@@ -21,6 +21,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
@@ -380,12 +381,18 @@ def test_the_worker_housekeeping_hook_takes_over_abandoned_jobs_only(admin_clien
 # --- 100,000 rows while the API takes submits ---------------------------------------------------------------
 
 
+# 100,000 rows on SQLite, where every chunk takes the one write lock the submits need too. On
+# PostgreSQL (row locks: a submit never waits on a chunk) 20,000 rows, 20 chunks, prove the same
+# paths in a fifth of the suite's time.
+ROWS = 100_000 if connection.vendor == "sqlite" else 20_000
+
+
 @pytest.mark.slow
-def test_a_100000_row_upload_runs_in_the_background_and_api_submits_never_see_a_5xx(admin_client, settings):
+def test_a_big_upload_runs_in_the_background_and_api_submits_never_see_a_5xx(admin_client, settings):
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(bench_leads.HEADER)
-    writer.writerows(bench_leads.rows(100_000, bad_frac=0.01))
+    writer.writerows(bench_leads.rows(ROWS, bad_frac=0.01))
     data = buf.getvalue().encode("utf-8-sig")
 
     statuses: list[int] = []
@@ -418,7 +425,7 @@ def test_a_100000_row_upload_runs_in_the_background_and_api_submits_never_see_a_
         job = job_of(upload(admin_client, data, name="big.csv"))
         assert time.monotonic() - started < 5
         job = wait_state(job, UploadState.QUOTED, timeout=40)
-        assert json.loads(job.quote_json)["quote"]["rows"] == 100_000
+        assert json.loads(job.quote_json)["quote"]["rows"] == ROWS
         started = time.monotonic()
         assert admin_client.post(reverse("admin:skiptrace_run_upload_confirm", args=[job.token])).status_code == 302
         assert time.monotonic() - started < 5
@@ -438,7 +445,7 @@ def test_a_100000_row_upload_runs_in_the_background_and_api_submits_never_see_a_
             t.join(30)
     job.refresh_from_db()
     assert job.state == UploadState.DONE, job.error
-    assert any(0 < n < 100_000 for n in seen)  # progress was visible on the way
+    assert any(0 < n < ROWS for n in seen)  # progress was visible on the way
     assert statuses and all(s < 500 for s in statuses), sorted(set(statuses))
     assert statuses.count(200) == len(statuses)
     # Each chunk holds SQLite's write lock for milliseconds: a submit never waits near the busy
@@ -447,6 +454,6 @@ def test_a_100000_row_upload_runs_in_the_background_and_api_submits_never_see_a_
     # on a 2-CPU host about a fifth slower than the one 2.0 s was set on.
     assert max(latencies) < 3.0, max(latencies)
     run = Run.objects.get(run_id=job.run_id)
-    assert run.total == 100_000 and run.failed == job.rows_invalid > 0
-    assert RunItem.objects.filter(run=run).count() == 100_000
+    assert run.total == ROWS and run.failed == job.rows_invalid > 0
+    assert RunItem.objects.filter(run=run).count() == ROWS
     assert not RunItem.objects.filter(run=run, status=ItemStatus.QUEUED, not_before__isnull=False).exists()
