@@ -224,8 +224,10 @@ class WebhookThread:
                 try:
                     close_old_connections()
                     self.step()
-                except DatabaseError:
-                    log.warning("webhooks: database busy; trying again", exc_info=True)
+                except DatabaseError as exc:  # one line, as the worker's threads log it (no traceback)
+                    log.warning("webhooks: database busy (%s); trying again", str(exc).splitlines()[0][:120] if str(exc) else
+                                exc.__class__.__name__)
+                    log.debug("webhooks: the database error", exc_info=True)
                 except Exception:
                     log.exception("webhooks: unexpected error; trying again")
                 self._stop.wait(self.every_s)

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
@@ -156,6 +157,27 @@ def test_run_finished_is_signed_and_delivered_once(receiver, sandbox, clock):
     assert abs(timestamp - clock().timestamp()) < 2
     delivery = WebhookDelivery.objects.get()
     assert delivery.state == DeliveryState.DELIVERED and delivery.attempts == 1
+
+
+def test_a_busy_database_costs_the_webhook_thread_one_warning_line_and_it_goes_on(monkeypatch, caplog):
+    from django.db import OperationalError
+
+    steps: list[int] = []
+    thread = WebhookThread(every_s=0.01)
+
+    def step() -> None:
+        steps.append(1)
+        if len(steps) == 1:
+            raise OperationalError("couldn't get a connection after 10.00 sec")
+        thread._stop.set()
+
+    monkeypatch.setattr(thread, "step", step)
+    with caplog.at_level(logging.INFO, logger="convexa.webhooks"):
+        thread._loop()  # in this thread: the first step fails, the second runs and stops it
+    assert len(steps) == 2
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "couldn't get a connection after 10.00 sec" in warning.getMessage()
+    assert warning.exc_info is None  # a busy pool is not a traceback in the worker's log
 
 
 def test_run_paused_carries_its_reason_and_budget_reached_is_sent_once_a_day(receiver, sandbox, clock, settings):
