@@ -47,10 +47,10 @@ def _build_limiter():
     from pyrate_limiter import Duration, Limiter, Rate
 
     rps = settings.SKIP_TRACE_RPS
-    # A margin on the window: a permit taken at t and a request arriving at the provider up to
-    # PERMIT_MAX_AGE_S later (thread scheduling, connection set-up) must still fit the provider's
-    # own 1 s windows, with 15 ms more for the moments between the freshness check and the socket
-    # write (a busy host: GIL hand-offs, the connection pool). 40 ms costs 3.8 % of throughput.
+    # A margin on the window: a permit whose entry is at t and a request arriving at the provider
+    # up to PERMIT_MAX_AGE_S later (thread scheduling) must still fit the provider's own 1 s
+    # windows, with 15 ms more for the moments between the last check (on the connection, see
+    # skiptrace.provider.transport) and the write. 40 ms costs 3.8 % of throughput.
     margin_ms = int(PERMIT_MAX_AGE_S * 1000) + 15
     if float(rps).is_integer():
         rate = Rate(int(rps), Duration.SECOND + margin_ms)
