@@ -211,6 +211,9 @@ class Worker:
             signal.close()
             webhooks.stop()
             webhooks.flush()  # the events of what this worker just finished leave before it exits
+            # the pooled connection of the thread that ran the worker goes back (a worker run on a
+            # thread of a longer-lived process, as `skiptrace_run` and the tests do, would keep it)
+            release_connection()
         log.info("worker %s stopped", self.worker_id)
 
     def _wake_all(self) -> None:

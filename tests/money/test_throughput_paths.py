@@ -170,6 +170,25 @@ def test_exit_when_idle_ends_every_thread_soon_after_the_work(provider):
     assert RunItem.objects.filter(run=run, status=ItemStatus.DONE).count() == 30
 
 
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_run_on_a_thread_gives_its_pooled_connection_back_when_it_stops(provider):
+    def in_use() -> int:
+        stats = connection.pool.get_stats()
+        return stats.get("pool_size", 0) - stats.get("pool_available", 0)
+
+    run = create(*_leads("W", 3))
+    before = in_use()
+    worker = Worker(concurrency=2, batch_size=10, idle_sleep_s=0.05)
+    thread = threading.Thread(target=worker.run, kwargs={"exit_when_idle": True})
+    thread.start()
+    thread.join(30)
+    assert RunItem.objects.filter(run=run, status=ItemStatus.DONE).count() == 3
+    # Kept, each such worker took one of the pool's few connections for good: later threads of
+    # the process (the suite's, `skiptrace_run`'s) waited out the pool's timeout.
+    assert in_use() == before
+
+
 # --- rate permits: one poller per process ------------------------------------------------------------
 
 
