@@ -285,31 +285,38 @@ class ServerOffset:
     bounds of the last ``KEEP_S`` seconds are intersected (NTP's idea, without its filters): with the
     database 5 ms away each way they are about 10 ms apart."""
 
-    KEEP_S = 10.0
+    KEEP_S = 10
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._samples: list[tuple[float, float, float]] = []  # (when, low, high), oldest first
+        # whole second of an answer -> [low, high] of that second's samples (a few buckets, not
+        # a thousand samples to scan at every check)
+        self._buckets: dict[int, list[float]] = {}
+        self._newest: tuple[int, float, float] | None = None
 
     def sample(self, sent: float, answered: float, server_ms: float) -> None:
+        low, high, second = server_ms - 1000.0 * answered, server_ms - 1000.0 * sent, int(answered)
         with self._lock:
-            self._samples.append((answered, server_ms - 1000.0 * answered, server_ms - 1000.0 * sent))
-            cut = answered - self.KEEP_S
-            while self._samples and self._samples[0][0] < cut:
-                self._samples.pop(0)
-            if len(self._samples) > 1000:
-                del self._samples[:500]
+            self._newest = (second, low, high)
+            bucket = self._buckets.get(second)
+            if bucket is None:
+                self._buckets[second] = [low, high]
+                for old in [k for k in self._buckets if k < second - self.KEEP_S]:
+                    del self._buckets[old]
+            else:
+                bucket[0], bucket[1] = max(bucket[0], low), min(bucket[1], high)
 
     def bounds(self) -> tuple[float, float] | None:
         """``(low, high)``: server ms = local ms + an offset in that range; None if unknown or if
         the samples disagree (a clock was stepped: start again from the newest)."""
         with self._lock:
-            if not self._samples:
+            if not self._buckets:
                 return None
-            low = max(s[1] for s in self._samples)
-            high = min(s[2] for s in self._samples)
+            low = max(b[0] for b in self._buckets.values())
+            high = min(b[1] for b in self._buckets.values())
             if low > high:
-                self._samples = self._samples[-1:]
+                second, newest_low, newest_high = self._newest
+                self._buckets = {second: [newest_low, newest_high]}
                 return None
             return low, high
 
@@ -319,7 +326,7 @@ class ServerOffset:
 
     def reset(self) -> None:
         with self._lock:
-            self._samples = []
+            self._buckets, self._newest = {}, None
 
 
 server_offset = ServerOffset()

@@ -309,6 +309,11 @@ def test_the_servers_clock_is_bounded_by_every_ask_and_a_stepped_clock_starts_ag
     offset.sample(12.000, 12.004, 9_000.0 + 12_002.0)  # the server's clock jumped 4 s
     assert offset.bounds() is None  # the samples disagree: no bounds ...
     assert offset.bounds() == (8998.0, 9002.0)  # ... until the newest alone
+    # Only the last KEEP_S seconds count: a tight sample ages out, later ones bound alone.
+    offset.sample(12.500, 12.501, 9_000.0 + 12_500.5)  # 1 ms round trip: [8999.5, 9000.5]
+    assert offset.bounds() == (8999.5, 9000.5)
+    offset.sample(30.000, 30.006, 9_000.0 + 30_003.0)  # 18 s later, 6 ms round trip
+    assert offset.bounds() == (8997.0, 9003.0)
 
 
 def test_a_limiter_failure_while_refreshing_never_stops_a_request_whose_calls_are_sent(monkeypatch, caplog):
