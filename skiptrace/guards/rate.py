@@ -415,4 +415,24 @@ def rate_permit_fresh(sleep: Callable[[float], None] = time.sleep, *, wait: bool
             log.warning("the rate limiter failed while refreshing a permit; the request goes on its old one",
                         exc_info=True)
             return
-    _permit_fresh_now(pause)  # the last one refreshed: at least wait for its time
+    if not _permit_fresh_now(pause) and pause is not None:  # the last one refreshed: at least wait for its time
+        _warn_late(time.monotonic() - last_permit.asked_at)
+
+
+_late_warned_at = -1e9
+
+
+def _warn_late(age_s: float) -> None:
+    """A request goes on a permit still too late after PERMIT_REFRESHES fresh ones: say so, once a
+    minute a process (each refresh cost a place in the window, and the request may reach the
+    provider past the window's margin)."""
+    global _late_warned_at
+    if time.monotonic() - _late_warned_at < 60.0:
+        return
+    _late_warned_at = time.monotonic()
+    bounds = server_offset.bounds()
+    spread = f"{bounds[1] - bounds[0]:.0f} ms" if bounds else "unknown"
+    log.warning("a provider request went on a rate permit %.0f ms after its ask, still late after %d fresh ones "
+                "(the database server's clock is known to %s): keep PostgreSQL within ~10 ms of the workers, "
+                "or the fleet sends fewer requests than SKIP_TRACE_RPS and may pass it by a few milliseconds",
+                1000 * age_s, PERMIT_REFRESHES, spread)

@@ -250,7 +250,7 @@ def test_a_permit_gone_stale_before_the_post_is_replaced_and_a_fresh_one_is_used
     assert len(asked) == 1 and time.monotonic() - rate.last_permit.asked_at < guards.PERMIT_MAX_AGE_S
 
 
-def test_permits_that_keep_coming_late_are_replaced_a_bounded_number_of_times(monkeypatch):
+def test_permits_that_keep_coming_late_are_replaced_a_bounded_number_of_times_and_it_is_said(monkeypatch, caplog):
     asked: list[float] = []
 
     def slow_acquire(timeout_s: float = 60.0) -> bool:  # every permit is granted 40 ms after the ask
@@ -259,9 +259,14 @@ def test_permits_that_keep_coming_late_are_replaced_a_bounded_number_of_times(mo
         return True
 
     monkeypatch.setattr(rate, "rate_acquire", slow_acquire)
+    monkeypatch.setattr(rate, "_late_warned_at", -1e9)
     permit(asked_ago=0.04)
-    guards.rate_permit_fresh()
-    assert len(asked) == guards.PERMIT_REFRESHES  # then the request goes: never stuck
+    with caplog.at_level(logging.WARNING, logger="convexa.guards"):
+        guards.rate_permit_fresh()
+        assert len(asked) == guards.PERMIT_REFRESHES  # then the request goes: never stuck
+        guards.rate_permit_fresh()  # again within the minute: no second warning
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "still late after 3 fresh ones" in warning and "within ~10 ms" in warning
 
 
 def test_a_post_dated_permit_waits_for_its_time_on_the_servers_clock_and_is_used(monkeypatch, server_clock_known):
