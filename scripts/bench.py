@@ -108,23 +108,13 @@ def provider_priority(pid: int) -> str:
     sandbox) must not wait for this host's busy CPUs. At normal priority, on 2 CPUs shared with
     three worker processes and PostgreSQL 5 ms away (rps_netem), the sandbox stamped a request up
     to 85 ms after the worker wrote it (p99.9 57 ms) and counted 51 within 1 s, though every
-    request was written 5-20 ms after its permit's entry in the window; real-time, 30 ms at most.
-    Real-time if allowed (root), else the best nice; its CPU is small (it sleeps its latency)."""
-    # per thread on Linux: every thread it has now (the threads it starts later inherit it)
-    task = f"/proc/{pid}/task"
-    tids = [int(t) for t in os.listdir(task)] if os.path.isdir(task) else [pid]
-    try:
-        for tid in tids:
-            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(5))
-        return "SCHED_FIFO"
-    except (AttributeError, PermissionError, OSError):
-        pass
-    try:
-        for tid in tids:
-            os.setpriority(os.PRIO_PROCESS, tid, -20)
-        return "nice -20"
-    except (PermissionError, OSError):
-        return "normal"
+    request was written 5-28 ms after its permit's entry in the window; real-time, 35 ms at most
+    (one request of another run: 56 ms).
+    Real-time if allowed (root), else the best nice (scripts/delay_proxy.py); its CPU is small (it
+    sleeps its latency)."""
+    from delay_proxy import realtime_priority
+
+    return realtime_priority(pid, 5)
 
 
 class Sandbox:
