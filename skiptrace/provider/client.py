@@ -91,6 +91,11 @@ class BatchDataClient:
             session.mount("http://", adapter)
         # An injected session is used as given (tests, shared pools); its owner keeps it retry-free.
         self._session = session
+        # whether its connections run ``before_write`` themselves (skiptrace.provider.transport)
+        try:
+            self._hooked = isinstance(session.get_adapter(self._url), SendHookAdapter)
+        except requests.exceptions.InvalidSchema:  # no adapter at all: the POST fails as it always did
+            self._hooked = False
 
     @classmethod
     def from_settings(cls) -> BatchDataClient:
@@ -228,7 +233,7 @@ class BatchDataClient:
             logger.debug("batchdata request %s", json.dumps(sanitize_for_debug(body)))
         if before_send is not None:
             before_send()
-        if before_write is not None and not isinstance(self._session.get_adapter(self._url), SendHookAdapter):
+        if before_write is not None and not self._hooked:
             before_write()  # an injected session of other adapters: here, the latest this client can
             before_write = None
 
